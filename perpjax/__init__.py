@@ -1,0 +1,16 @@
+"""perpjax: Monte Carlo risk engine for perpetual-futures venues, on JAX."""
+
+import os as _os
+
+# XLA:CPU hands small reductions to YNNPACK "library fusions", which run the
+# simulation step ~4x slower (benchmarks/RESULTS.md). Turn them off unless the
+# user chose otherwise; this must happen before JAX creates its CPU backend.
+_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+if _FLAG not in _os.environ.get("XLA_FLAGS", ""):
+    _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=").strip()
+
+__version__ = "0.1.0"
+
+from .engine import Outcome as Outcome, RiskModel as RiskModel, simulate as simulate  # noqa: E402
+from .config import ConfigError as ConfigError, build_model as build_model, load_config as load_config  # noqa: E402
+from .api import run as run, Result as Result  # noqa: E402

@@ -1,0 +1,374 @@
+"""Config files (YAML) -> validated models.
+
+The config maps one-to-one onto the Modules (``paths``, ``market``, ``margin``,
+``liquidation``). Every key is checked before anything is computed: unknown
+keys, wrong types, NaN / infinite numbers and out-of-range values raise
+``ConfigError`` naming the field (dotted path) and the rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from importlib import resources
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import yaml
+
+from .engine import RiskModel
+from .liquidation import DepthModel, Liquidation
+from .margin import Book, BookLabels, Ladder, generate_book
+from .market import Basis, Funding, MarkPrice, Oracle
+from .paths import PriceModel, TimeGrid
+
+
+class ConfigError(ValueError):
+    """A config value breaks a rule; the message names the field."""
+
+
+NUM, INT, BOOL, STR, LIST, DICT, ANY = "number", "integer", "boolean", "string", "list", "mapping", "any"
+
+# key -> (kind, required, default)
+SCHEMA = {
+    "seed": (INT, False, 0),
+    "paths": (INT, False, 100_000),
+    "chunk_size": (INT, False, 25_000),
+    "dtype": (STR, False, "float32"),
+    "time": (DICT, True, None),
+    "assets": (LIST, True, None),
+    "correlation": (LIST, True, None),
+    "innovations": (DICT, False, {}),
+    "jumps": (DICT, False, None),
+    "oracle": (DICT, False, {}),
+    "mark": (DICT, False, {}),
+    "basis": (DICT, False, {}),
+    "funding": (DICT, False, {}),
+    "ladders": (DICT, True, None),
+    "liquidation": (DICT, False, {}),
+    "insurance_fund": (NUM, False, 0.0),
+    "book": (DICT, True, None),
+}
+SECTIONS = {
+    "time": {"step_seconds": (NUM, True, None), "horizon_seconds": (NUM, True, None)},
+    "asset": {"name": (STR, True, None), "price": (NUM, True, None), "vol": (NUM, True, None),
+              "drift": (NUM, False, 0.0), "depth_usd": (NUM, True, None), "spread": (NUM, False, 0.0),
+              "basis_mean": (NUM, False, 0.0)},
+    "innovations": {"kind": (STR, False, "gaussian"), "nu": (NUM, False, 5.0)},
+    "jumps": {"intensity_per_year": (ANY, True, None), "mean": (ANY, True, None), "std": (ANY, True, None)},
+    "oracle": {"update_every_seconds": (NUM, False, None)},
+    "mark": {"kind": (STR, False, "index"), "window_seconds": (NUM, False, 150.0)},
+    "basis": {"stationary_std": (NUM, False, 0.0), "half_life_seconds": (NUM, False, 3600.0)},
+    "funding": {"enabled": (BOOL, False, True), "interval_seconds": (NUM, False, 28800.0),
+                "interest": (NUM, False, 1e-4), "clamp": (NUM, False, 5e-4), "cap": (NUM, False, 7.5e-3),
+                "quantum": (NUM, False, 0.0), "rounding": (STR, False, "nearest"), "price": (STR, False, "mark"),
+                "weighting": (STR, False, "linear")},
+    "tier": {"floor": (NUM, True, None), "mmr": (NUM, True, None), "imr": (NUM, True, None)},
+    "liquidation": {"check_every_seconds": (NUM, False, None), "bridge": (BOOL, False, False),
+                    "fee_rate": (NUM, False, 0.005), "depth_distance": (NUM, False, 0.005),
+                    "impact_exponent": (NUM, False, 0.5)},
+    "book": {"accounts": (LIST, False, []), "csv": (STR, False, None), "generate": (DICT, False, None)},
+    "account": {"id": (STR, True, None), "mode": (STR, False, "cross"), "collateral": (NUM, False, None),
+                "positions": (LIST, True, None)},
+    "position": {"asset": (STR, True, None), "size": (NUM, True, None), "entry": (NUM, True, None),
+                 "margin": (NUM, False, None)},
+    "generate": {"n_accounts": (INT, True, None), "seed": (INT, False, 0), "leverage": (LIST, False, [2, 5, 10, 20]),
+                 "leverage_weights": (LIST, False, [0.3, 0.3, 0.25, 0.15]), "long_fraction": (NUM, False, 0.55),
+                 "notional_median": (NUM, False, 50_000.0), "notional_sigma": (NUM, False, 1.5),
+                 "isolated_fraction": (NUM, False, 0.2), "entry_dispersion": (NUM, False, 0.02)},
+}
+
+
+def _kind_ok(v, kind) -> bool:
+    if kind == ANY:
+        return True
+    if kind == NUM:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == INT:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, {BOOL: bool, STR: str, LIST: list, DICT: dict}[kind])
+
+
+def _numbers_finite(v, path):
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{path}: must be a finite number (got {v})")
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            _numbers_finite(x, f"{path}[{i}]")
+
+
+def check_section(d, spec, path):
+    """Fill defaults and check keys and types of one mapping; returns a new dict."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    unknown = sorted(set(d) - set(spec))
+    if unknown:
+        raise ConfigError(f"{path + '.' if path else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(spec))})")
+    out = {}
+    for k, (kind, required, default) in spec.items():
+        p = f"{path}.{k}" if path else k
+        if k not in d or d[k] is None:
+            if required:
+                raise ConfigError(f"{p}: required")
+            out[k] = copy.deepcopy(default)
+            continue
+        v = d[k]
+        if kind == NUM and isinstance(v, str):
+            try:  # YAML 1.1 reads "1e-4" as a string
+                v = float(v)
+            except ValueError:
+                pass
+        if not _kind_ok(v, kind):
+            raise ConfigError(f"{p}: must be a {kind} (got {type(v).__name__} {v!r})")
+        _numbers_finite(v, p)
+        out[k] = v
+    return out
+
+
+def _num_list(v, path, n=None):
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: must be numbers (got {v!r})") from None
+    if not np.all(np.isfinite(a)):
+        raise ConfigError(f"{path}: must be finite numbers (got {v!r})")
+    if n is not None:
+        a = np.broadcast_to(a, (n,)) if a.ndim == 0 else a
+        if a.shape != (n,):
+            raise ConfigError(f"{path}: needs one value per asset ({n}), got {a.shape}")
+    return a
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("perpjax") / "configs" / "default.yaml"))
+
+
+def _parse_value(text):
+    return yaml.safe_load(text)
+
+
+def apply_overrides(cfg: dict, overrides) -> dict:
+    """Apply ``a.b.0.c=value`` overrides (value parsed as YAML)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value")
+        path, text = item.split("=", 1)
+        keys = path.split(".")
+        node = cfg
+        for i, k in enumerate(keys):
+            last = i == len(keys) - 1
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ConfigError(f"{'.'.join(keys[:i + 1])}: no such list index")
+                k = int(k)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(keys[:i + 1])}: cannot set inside a {type(node).__name__}")
+            if last:
+                node[k] = _parse_value(text)
+            else:
+                if isinstance(node, dict) and k not in node:
+                    node[k] = {}
+                node = node[k]
+    return cfg
+
+
+def load_config(path=None, overrides=()) -> dict:
+    """Read a YAML config (the packaged default when ``path`` is None) and apply overrides."""
+    p = Path(path) if path is not None else default_config_path()
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: not valid YAML ({p}): {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: top level of {p} must be a mapping")
+    return apply_overrides(raw, overrides)
+
+
+def resolve(cfg: dict) -> dict:
+    """Check the whole config and fill defaults (no models built)."""
+    c = check_section(cfg, SCHEMA, "")
+    c["time"] = check_section(c["time"], SECTIONS["time"], "time")
+    c["assets"] = [check_section(a, SECTIONS["asset"], f"assets[{i}]") for i, a in enumerate(c["assets"])]
+    for sec in ("innovations", "oracle", "mark", "basis", "funding", "liquidation", "book"):
+        c[sec] = check_section(c[sec], SECTIONS[sec], sec)
+    if c["jumps"] is not None:
+        c["jumps"] = check_section(c["jumps"], SECTIONS["jumps"], "jumps")
+    names = [a["name"] for a in c["assets"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"assets: names must be unique (got {names})")
+    for name in names:
+        if name not in c["ladders"]:
+            raise ConfigError(f"ladders.{name}: required (one ladder per asset)")
+    extra = sorted(set(c["ladders"]) - set(names))
+    if extra:
+        raise ConfigError(f"ladders.{extra[0]}: not an asset (assets: {', '.join(names)})")
+    for name in names:
+        tiers = c["ladders"][name]
+        if not isinstance(tiers, list) or not tiers:
+            raise ConfigError(f"ladders.{name}: must be a non-empty list of tiers")
+        c["ladders"][name] = [check_section(t, SECTIONS["tier"], f"ladders.{name}[{k}]") for k, t in enumerate(tiers)]
+    b = c["book"]
+    b["accounts"] = [check_section(a, SECTIONS["account"], f"book.accounts[{i}]") for i, a in enumerate(b["accounts"])]
+    for i, a in enumerate(b["accounts"]):
+        a["positions"] = [check_section(p, SECTIONS["position"], f"book.accounts[{i}].positions[{j}]")
+                          for j, p in enumerate(a["positions"])]
+    if b["generate"] is not None:
+        b["generate"] = check_section(b["generate"], SECTIONS["generate"], "book.generate")
+    if c["dtype"] not in ("float32", "float64"):
+        raise ConfigError(f"dtype: must be 'float32' or 'float64' (got {c['dtype']!r})")
+    for k in ("paths", "chunk_size"):
+        if c[k] < 1:
+            raise ConfigError(f"{k}: must be >= 1 (got {c[k]})")
+    if c["seed"] < 0:
+        raise ConfigError(f"seed: must be >= 0 (got {c['seed']})")
+    if c["insurance_fund"] < 0:
+        raise ConfigError(f"insurance_fund: must be >= 0 (got {c['insurance_fund']})")
+    return c
+
+
+def _wrap(path, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _book_from_accounts(accounts, names, n_assets):
+    coll, size, entry, acct, mode, unit = [], [], [], [], [], []
+    index = {n: i for i, n in enumerate(names)}
+    for i, a in enumerate(accounts):
+        p = f"book.accounts[{i}]"
+        if a["mode"] not in ("cross", "isolated"):
+            raise ConfigError(f"{p}.mode: must be 'cross' or 'isolated' (got {a['mode']!r})")
+        rows = []
+        for j, pos in enumerate(a["positions"]):
+            if pos["asset"] not in index:
+                raise ConfigError(f"{p}.positions[{j}].asset: unknown asset {pos['asset']!r} (assets: {', '.join(names)})")
+            if pos["entry"] <= 0:
+                raise ConfigError(f"{p}.positions[{j}].entry: must be > 0 (got {pos['entry']})")
+            rows.append((index[pos["asset"]], pos))
+        if a["mode"] == "cross":
+            if a["collateral"] is None:
+                raise ConfigError(f"{p}.collateral: required for a cross account")
+            s, e = np.zeros(n_assets), np.ones(n_assets)
+            for k, pos in rows:
+                if s[k] != 0:
+                    raise ConfigError(f"{p}.positions: asset {names[k]} listed twice")
+                s[k], e[k] = pos["size"], pos["entry"]
+            coll.append(a["collateral"]); size.append(s); entry.append(e)
+            acct.append(a["id"]); mode.append("cross"); unit.append(a["id"])
+        else:
+            for j, (k, pos) in enumerate(rows):
+                if pos["margin"] is None:
+                    raise ConfigError(f"{p}.positions[{j}].margin: required for an isolated position")
+                s, e = np.zeros(n_assets), np.ones(n_assets)
+                s[k], e[k] = pos["size"], pos["entry"]
+                coll.append(pos["margin"]); size.append(s); entry.append(e)
+                acct.append(a["id"]); mode.append("isolated"); unit.append(f"{a['id']}:{names[k]}")
+    return coll, size, entry, BookLabels(tuple(acct), tuple(mode), tuple(unit))
+
+
+def read_book_csv(path, names):
+    """CSV with columns account, mode, asset, size, entry, collateral (cross) / margin (isolated).
+
+    One row per position; a cross account repeats its collateral on each row.
+    """
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(f"book.csv: file not found: {path}") from None
+    need = {"account", "asset", "size", "entry"}
+    if not need <= set(df.columns):
+        raise ConfigError(f"book.csv: missing columns {sorted(need - set(df.columns))}")
+    accounts = []
+    for acc, g in df.groupby("account", sort=False):
+        mode = str(g["mode"].iloc[0]) if "mode" in g else "cross"
+        a = {"id": str(acc), "mode": mode, "collateral": None, "positions": []}
+        if mode == "cross":
+            a["collateral"] = float(g["collateral"].iloc[0]) if "collateral" in g else None
+        for _, r in g.iterrows():
+            a["positions"].append({"asset": str(r["asset"]), "size": float(r["size"]), "entry": float(r["entry"]),
+                                   "margin": float(r["margin"]) if "margin" in r and pd.notna(r["margin"]) else None})
+        accounts.append(a)
+    return accounts
+
+
+def build_model(cfg: dict):
+    """Resolve a config dict and build (RiskModel, BookLabels, resolved config)."""
+    c = resolve(cfg)
+    if c["dtype"] == "float64":
+        jax.config.update("jax_enable_x64", True)
+    dtype = jnp.float64 if c["dtype"] == "float64" else jnp.float32
+    arr = lambda a: jnp.asarray(np.asarray(a, np.float64), dtype)
+    assets = c["assets"]
+    names = [a["name"] for a in assets]
+    n = len(names)
+    grid = _wrap("time", TimeGrid, float(c["time"]["step_seconds"]), float(c["time"]["horizon_seconds"]))
+    for i, a in enumerate(assets):
+        for k in ("price", "depth_usd"):
+            if a[k] <= 0:
+                raise ConfigError(f"assets[{i}].{k}: must be > 0 (got {a[k]})")
+        for k in ("vol", "spread"):
+            if a[k] < 0:
+                raise ConfigError(f"assets[{i}].{k}: must be >= 0 (got {a[k]})")
+    corr = _num_list(c["correlation"], "correlation")
+    if corr.shape != (n, n):
+        raise ConfigError(f"correlation: must be {n}x{n} for {n} assets (got shape {corr.shape})")
+    j = c["jumps"] or {}
+    inn = c["innovations"]
+    prices = _wrap(
+        "assets/correlation/innovations/jumps", PriceModel.build,
+        [a["price"] for a in assets], [a["vol"] for a in assets], [a["drift"] for a in assets], corr,
+        innovations=inn["kind"], nu=float(inn["nu"]),
+        jump_intensity=_num_list(j["intensity_per_year"], "jumps.intensity_per_year", n) if j else None,
+        jump_mean=_num_list(j["mean"], "jumps.mean", n) if j else None,
+        jump_std=_num_list(j["std"], "jumps.std", n) if j else None, dt_years=grid.dt_years, dtype=dtype)
+    o = c["oracle"]
+    oracle = _wrap("oracle", Oracle, 1 if o["update_every_seconds"] is None else
+                   _wrap("oracle.update_every_seconds", grid.steps_of, o["update_every_seconds"], "update_every_seconds"))
+    bs = c["basis"]
+    basis = _wrap("basis", Basis, arr([a["basis_mean"] for a in assets]), arr(np.full(n, bs["stationary_std"])),
+                  arr(np.full(n, bs["half_life_seconds"])))
+    mk = c["mark"]
+    mark = _wrap("mark", MarkPrice, arr(mk["window_seconds"]), mk["kind"])
+    f = c["funding"]
+    funding = _wrap("funding", Funding, arr(f["interest"]), arr(f["clamp"]), arr(f["cap"]),
+                    _wrap("funding.interval_seconds", grid.steps_of, f["interval_seconds"], "interval_seconds"),
+                    float(f["quantum"]), f["rounding"], f["price"], f["weighting"], f["enabled"])
+    tiers = []
+    for name in names:
+        t = c["ladders"][name]
+        tiers.append(([x["floor"] for x in t], [x["mmr"] for x in t], [x["imr"] for x in t]))
+    ladder = _wrap("ladders", Ladder.build, tiers, dtype=dtype)
+    lq = c["liquidation"]
+    check_every = 1 if lq["check_every_seconds"] is None else _wrap(
+        "liquidation.check_every_seconds", grid.steps_of, lq["check_every_seconds"], "check_every_seconds")
+    depth = _wrap("liquidation", DepthModel, arr([a["depth_usd"] for a in assets]), arr([a["spread"] for a in assets]),
+                  float(lq["depth_distance"]), float(lq["impact_exponent"]))
+    liquidation = _wrap("liquidation", Liquidation, depth, arr(lq["fee_rate"]), check_every, lq["bridge"])
+    b = c["book"]
+    accounts = list(b["accounts"])
+    if b["csv"] is not None:
+        accounts += read_book_csv(b["csv"], names)
+    coll, size, entry, labels = _book_from_accounts(accounts, names, n)
+    if b["generate"] is not None:
+        g = dict(b["generate"])
+        gb, gl = _wrap("book.generate", generate_book, g.pop("n_accounts"), [a["price"] for a in assets], ladder,
+                       seed=g.pop("seed"), dtype=dtype, **g)
+        coll += list(np.asarray(gb.collateral)); size += list(np.asarray(gb.size)); entry += list(np.asarray(gb.entry))
+        labels = BookLabels(labels.account + gl.account, labels.mode + gl.mode, labels.unit + gl.unit)
+    if not coll:
+        raise ConfigError("book: no accounts (give book.accounts, book.csv or book.generate)")
+    book = _wrap("book", Book, arr(coll), arr(np.asarray(size)), arr(np.asarray(entry)))
+    model = _wrap("model", RiskModel, grid, prices, oracle, basis, mark, funding, ladder, book, liquidation,
+                  arr(c["insurance_fund"]))
+    c["asset_names"] = names
+    return model, labels, c

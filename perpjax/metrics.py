@@ -1,0 +1,105 @@
+"""Risk metrics from an ``Outcome``: intervals, tail measures with Monte Carlo errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+LEVELS = (0.95, 0.99, 0.999)
+Z95 = 1.959963984540054
+
+
+def wilson(k, n, z: float = Z95):
+    """Wilson score interval for a binomial proportion; arrays in, (low, high) out."""
+    k = np.asarray(k, np.float64)
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return centre - half, centre + half
+
+
+def var_es(x, alpha: float):
+    """Value-at-risk and expected shortfall of losses ``x`` at level ``alpha``, with standard errors.
+
+    VaR is the empirical alpha-quantile; its SE comes from the distribution-free
+    binomial interval of order statistics (width / 2z). ES is the mean of
+    ``Y = VaR + (x - VaR)^+ / (1 - alpha)`` (Rockafellar-Uryasev), SE = std(Y)/sqrt(n).
+    """
+    x = np.sort(np.asarray(x, np.float64))
+    n = x.size
+    var = float(np.quantile(x, alpha, method="inverted_cdf"))
+    half = Z95 * math.sqrt(n * alpha * (1 - alpha))
+    lo = int(np.clip(math.floor(n * alpha - half), 0, n - 1))
+    hi = int(np.clip(math.ceil(n * alpha + half), 0, n - 1))
+    var_se = (x[hi] - x[lo]) / (2 * Z95)
+    y = var + np.maximum(x - var, 0.0) / (1 - alpha)
+    return var, float(y.mean()), float(var_se), float(y.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+
+def _level_key(alpha: float) -> str:
+    return f"{alpha * 100:g}".replace(".", "_")
+
+
+def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(venue summary dict, per-unit DataFrame, per-path DataFrame)."""
+    n = out.n_paths
+    step_s = model.grid.step_seconds
+    s = {"paths": n, "steps": out.n_steps, "seed": cfg["seed"], "step_seconds": step_s,
+         "horizon_seconds": model.grid.horizon_seconds, "units": model.n_units, "dtype": cfg["dtype"]}
+    any_liq = out.path_n_liquidations > 0
+    s["p_any_liquidation"] = float(any_liq.mean())
+    s["p_any_liquidation_se"] = float(math.sqrt(s["p_any_liquidation"] * (1 - s["p_any_liquidation"]) / n))
+    s["expected_liquidations"] = float(out.path_n_liquidations.mean())
+    s["bad_debt_mean"] = float(out.path_bad_debt.mean())
+    s["bad_debt_mean_se"] = float(out.path_bad_debt.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    s["p_bad_debt"] = float((out.path_bad_debt > 0).mean())
+    s["trader_loss_mean"] = float(out.path_trader_loss.mean())
+    s["fees_mean"] = float(out.path_fees.mean())
+    s["funding_paid_mean"] = float(out.path_funding_net.mean())
+    for name, x in (("bad_debt", out.path_bad_debt), ("trader_loss", out.path_trader_loss)):
+        for a in LEVELS:
+            v, e, vse, ese = var_es(x, a)
+            k = _level_key(a)
+            s[f"{name}_var_{k}"], s[f"{name}_es_{k}"] = v, e
+            s[f"{name}_var_{k}_se"], s[f"{name}_es_{k}_se"] = vse, ese
+    for q in (0.5, 0.9, 0.99, 0.999):
+        s[f"liquidated_notional_p{_level_key(q)}"] = float(np.quantile(out.path_liq_notional, q))
+    s["liquidated_notional_mean"] = float(out.path_liq_notional.mean())
+    fund = float(cfg["insurance_fund"])
+    s["insurance_fund"] = fund
+    if fund > 0:
+        dep = out.path_fund_min < -fund
+        s["p_insurance_fund_depleted"] = float(dep.mean())
+        s["p_insurance_fund_depleted_se"] = float(math.sqrt(dep.mean() * (1 - dep.mean()) / n))
+    lo, hi = wilson(out.liq_count, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_liq = np.where(out.liq_count > 0, out.liq_step_sum / np.maximum(out.liq_count, 1) * step_s / 3600.0, np.nan)
+    e0 = np.asarray(_initial_equity(model), np.float64)
+    accounts = pd.DataFrame({
+        "unit": labels.unit, "account": labels.account, "mode": labels.mode,
+        "initial_equity": e0,
+        "p_liquidation": out.liq_count / n, "p_liquidation_lo95": lo, "p_liquidation_hi95": hi,
+        "mean_hours_to_liquidation": t_liq,
+        "expected_loss": out.loss_sum / n,
+        "expected_loss_se": np.sqrt(np.maximum(out.loss_sq_sum / n - (out.loss_sum / n) ** 2, 0) / max(n - 1, 1)),
+        "expected_bad_debt": out.bad_debt_sum / n,
+        "expected_bad_debt_se": np.sqrt(np.maximum(out.bad_debt_sq_sum / n - (out.bad_debt_sum / n) ** 2, 0) / max(n - 1, 1)),
+        "expected_fee": out.fee_sum / n,
+        "expected_funding_paid": out.funding_sum / n,
+    })
+    paths = pd.DataFrame({"bad_debt": out.path_bad_debt, "trader_loss": out.path_trader_loss,
+                          "liquidated_notional": out.path_liq_notional, "liquidations": out.path_n_liquidations,
+                          "fees": out.path_fees, "insurance_fund_min_change": out.path_fund_min,
+                          "funding_paid": out.path_funding_net})
+    for i, name in enumerate(cfg["asset_names"]):
+        paths[f"log_return_{name}"] = out.path_log_return[:, i]
+    return s, accounts, paths
+
+
+def _initial_equity(model):
+    from .engine import initial_equity
+
+    return initial_equity(model)
