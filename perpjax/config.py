@@ -241,6 +241,13 @@ def _wrap(path, fn, *args, **kwargs):
         raise ConfigError(f"{path}: {e}") from None
 
 
+def _steps(grid, seconds, path) -> int:
+    try:
+        return grid.steps_of(seconds, path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _book_from_accounts(accounts, names, n_assets):
     coll, size, entry, acct, mode, unit = [], [], [], [], [], []
     index = {n: i for i, n in enumerate(names)}
@@ -333,7 +340,7 @@ def build_model(cfg: dict):
         jump_std=_num_list(j["std"], "jumps.std", n) if j else None, dt_years=grid.dt_years, dtype=dtype)
     o = c["oracle"]
     oracle = _wrap("oracle", Oracle, 1 if o["update_every_seconds"] is None else
-                   _wrap("oracle.update_every_seconds", grid.steps_of, o["update_every_seconds"], "update_every_seconds"))
+                   _steps(grid, o["update_every_seconds"], "oracle.update_every_seconds"))
     bs = c["basis"]
     basis = _wrap("basis", Basis, arr([a["basis_mean"] for a in assets]), arr(np.full(n, bs["stationary_std"])),
                   arr(np.full(n, bs["half_life_seconds"])))
@@ -341,7 +348,7 @@ def build_model(cfg: dict):
     mark = _wrap("mark", MarkPrice, arr(mk["window_seconds"]), mk["kind"])
     f = c["funding"]
     funding = _wrap("funding", Funding, arr(f["interest"]), arr(f["clamp"]), arr(f["cap"]),
-                    _wrap("funding.interval_seconds", grid.steps_of, f["interval_seconds"], "interval_seconds"),
+                    _steps(grid, f["interval_seconds"], "funding.interval_seconds") if f["enabled"] else 1,
                     float(f["quantum"]), f["rounding"], f["price"], f["weighting"], f["enabled"])
     tiers = []
     for name in names:
@@ -349,8 +356,8 @@ def build_model(cfg: dict):
         tiers.append(([x["floor"] for x in t], [x["mmr"] for x in t], [x["imr"] for x in t]))
     ladder = _wrap("ladders", Ladder.build, tiers, dtype=dtype)
     lq = c["liquidation"]
-    check_every = 1 if lq["check_every_seconds"] is None else _wrap(
-        "liquidation.check_every_seconds", grid.steps_of, lq["check_every_seconds"], "check_every_seconds")
+    check_every = 1 if lq["check_every_seconds"] is None else _steps(
+        grid, lq["check_every_seconds"], "liquidation.check_every_seconds")
     depth = _wrap("liquidation", DepthModel, arr([a["depth_usd"] for a in assets]), arr([a["spread"] for a in assets]),
                   float(lq["depth_distance"]), float(lq["impact_exponent"]))
     liquidation = _wrap("liquidation", Liquidation, depth, arr(lq["fee_rate"]), check_every, lq["bridge"])

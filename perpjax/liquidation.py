@@ -53,7 +53,8 @@ class DepthModel(eqx.Module):
 
     def slippage(self, notional):
         """Average fill distance from mid for a market order of ``notional`` USD, (..., assets)."""
-        reach = self.depth_distance * (jnp.abs(notional) / self.depth_usd) ** self.exponent
+        q = jnp.abs(notional) / self.depth_usd
+        reach = self.depth_distance * (jnp.sqrt(q) if self.exponent == 0.5 else q**self.exponent)
         return 0.5 * self.spread + reach / (1.0 + self.exponent)
 
 

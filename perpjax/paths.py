@@ -174,8 +174,12 @@ class PriceModel(eqx.Module):
         dtype = self.s0.dtype
         z = R.normal(pkey, t, R.PRICE, self.n_assets, dtype)
         if self.innovations == "student_t":
-            # Multivariate t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu) = 2 Gamma(nu/2).
-            w = 2.0 * R.gamma(pkey, t, R.STUDENT, R.STUDENT_ACCEPT, self.nu / 2.0, dtype)
+            # Multivariate t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu). Integer nu <= 32: a sum
+            # of nu squared normals (exact, no rejection); otherwise 2 Gamma(nu/2) by Marsaglia-Tsang.
+            if float(self.nu).is_integer() and self.nu <= 32:
+                w = jnp.sum(R.normal(pkey, t, R.STUDENT, int(self.nu), dtype) ** 2)
+            else:
+                w = 2.0 * R.gamma(pkey, t, R.STUDENT, R.STUDENT_ACCEPT, self.nu / 2.0, dtype)
             z = z * jnp.sqrt((self.nu - 2.0) / w)
         return jnp.sum(self.factor * z[None, :], axis=-1)
 
