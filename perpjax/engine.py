@@ -140,7 +140,7 @@ def _step(model: RiskModel, path_key, s: _State, t):
     collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, s.funding_paid
     if model.funding.enabled:
         fd = model.funding
-        premium_sum = premium_sum + fd.sample_weight(t) * basis
+        premium_sum = premium_sum + fd.sample_weight(t, basis.dtype) * basis
         pay = fd.is_payment_step(t)
         rate = fd.rate(premium_sum / fd.weight_total)
         ref = mark if fd.price == "mark" else index
@@ -166,13 +166,15 @@ def _step(model: RiskModel, path_key, s: _State, t):
     mid = true_price * (1.0 + basis)
     left, fee, bad, notional = liq.close_out(collateral, pos, model.book.entry, mid)
     fund = s.fund + jnp.sum(jnp.where(trigger, fee - bad, 0.0))
-    return _State(
+    new = _State(
         x=x, index=index, basis=basis, mark_state=mark_state, premium_sum=premium_sum,
         collateral=jnp.where(trigger, left, collateral), open=s.open & ~trigger, gap=gap,
         liq_step=jnp.where(trigger, t.astype(jnp.int32), s.liq_step),
         fee=jnp.where(trigger, fee, s.fee), bad_debt=jnp.where(trigger, bad, s.bad_debt),
         liq_notional=jnp.where(trigger, notional, s.liq_notional), funding_paid=funding_paid,
         fund=fund, fund_min=jnp.minimum(s.fund_min, fund))
+    # The carry keeps its dtypes (float32 stays float32 when x64 is enabled).
+    return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, s)
 
 
 def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome:

@@ -183,11 +183,11 @@ class Funding(eqx.Module):
         if self.weighting not in WEIGHTING:
             raise ValueError(f"weighting: must be one of {WEIGHTING}, got {self.weighting!r}")
 
-    def sample_weight(self, t):
+    def sample_weight(self, t, dtype):
         """Weight of the premium sample taken at step ``t`` (1-based within the run)."""
         if self.weighting == "uniform":
             return 1.0
-        return ((t - 1) % self.interval_steps + 1).astype(jnp.result_type(float))
+        return ((t - 1) % self.interval_steps + 1).astype(dtype)
 
     @property
     def weight_total(self) -> float:

@@ -73,15 +73,17 @@ def bits(pkey, t, stream: int, n: int):
 def uniform(pkey, t, stream: int, n: int, dtype=jnp.float32):
     """Uniforms in the open interval (0, 1), shape (n,).
 
-    float32: 23 random bits, values (k + 1/2) 2^-23. float64: 52 bits from two words.
+    float32: 23 random bits, values (k + 1/2) 2^-23. float64: the same 23 bits
+    followed by 29 more from a shadow stream, so a float64 run draws the
+    float32 run's numbers refined (they differ by < 2^-24) and the two can be
+    compared path by path.
     """
-    if jnp.dtype(dtype) == jnp.float64:
-        w = bits(pkey, t, stream, 2 * n)
-        hi = (w[:n] >> np.uint32(6)).astype(jnp.float64)  # 26 bits
-        lo = (w[n:] >> np.uint32(6)).astype(jnp.float64)  # 26 bits
-        return (hi * 2.0**26 + lo + 0.5) * 2.0**-52
     w = bits(pkey, t, stream, n)
-    return ((w >> np.uint32(9)).astype(jnp.float32) + 0.5) * np.float32(2.0**-23)
+    k = w >> np.uint32(9)
+    if jnp.dtype(dtype) == jnp.float64:
+        extra = bits(pkey, t, stream + 64, n) >> np.uint32(3)
+        return (k.astype(jnp.float64) * 2.0**29 + extra.astype(jnp.float64) + 0.5) * 2.0**-52
+    return (k.astype(jnp.float32) + 0.5) * np.float32(2.0**-23)
 
 
 def normal(pkey, t, stream: int, n: int, dtype=jnp.float32):
