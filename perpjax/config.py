@@ -354,7 +354,7 @@ def build_model(cfg: dict):
     for name in names:
         t = c["ladders"][name]
         tiers.append(([x["floor"] for x in t], [x["mmr"] for x in t], [x["imr"] for x in t]))
-    ladder = _wrap("ladders", Ladder.build, tiers, dtype=dtype)
+    ladder = _wrap("ladders", Ladder.build, tiers, dtype=dtype, names=names)
     lq = c["liquidation"]
     check_every = 1 if lq["check_every_seconds"] is None else _steps(
         grid, lq["check_every_seconds"], "liquidation.check_every_seconds")

@@ -82,12 +82,13 @@ class Ladder(eqx.Module):
                            np.asarray(self.imr)[a, :n])
 
     @classmethod
-    def build(cls, tiers_per_asset, dtype=jnp.float32):
+    def build(cls, tiers_per_asset, dtype=jnp.float32, names=None):
         """From a list (one per asset) of (floors, mmr, imr) triples; validates each."""
+        names = names or [f"ladder[{a}]" for a in range(len(tiers_per_asset))]
         n_max = max(len(t[0]) for t in tiers_per_asset)
         out = {"floors": [], "mmr": [], "imr": []}
         for a, (f, m, i) in enumerate(tiers_per_asset):
-            validate_tiers(f"ladder[{a}]", f, m, i)
+            validate_tiers(names[a], f, m, i)
             pad = n_max - len(f)
             out["floors"].append(list(f) + [f[-1]] * pad)
             out["mmr"].append(list(m) + [m[-1]] * pad)
