@@ -1,0 +1,98 @@
+"""Benchmark harness: perpjax vs the NumPy reference on the same workload, one JSON line per case.
+
+    python benchmarks/run.py [--paths 100000] [--repeats 3] [--unroll 1] [--skip-numpy]
+
+Reports compile and run time separately (best of N, blocked until ready),
+path-steps/s, device kind, JAX version, dtype, peak memory, and the ratio to
+NumPy measured in the same run. The two estimates of P(liquidation) are printed
+side by side as a sanity check (different random streams: they agree within MC error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import perpjax  # noqa: E402,F401
+from perpjax.config import build_model, load_config  # noqa: E402
+from perpjax.engine import simulate_chunk  # noqa: E402
+from perpjax.random import seed_key  # noqa: E402
+import reference_numpy  # noqa: E402
+
+
+def peak_memory_bytes():
+    dev = jax.devices()[0]
+    try:
+        return int(dev.memory_stats()["peak_bytes_in_use"])
+    except Exception:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_perpjax(paths, repeats, unroll, config, overrides=()):
+    model, _, cfg = build_model(load_config(config, overrides))
+    key = seed_key(0)
+    t0 = time.perf_counter()
+    out = simulate_chunk(model, key, jnp.uint32(0), paths, unroll=unroll)
+    jax.block_until_ready(out)
+    first = time.perf_counter() - t0
+    runs = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        out = simulate_chunk(model, key, jnp.uint32(paths * (r + 1)), paths, unroll=unroll)
+        jax.block_until_ready(out)
+        runs.append(time.perf_counter() - t0)
+    best = min(runs)
+    steps = model.grid.n_steps
+    p = float((np.asarray(out.liq_step) > 0).mean())
+    return {"case": "perpjax", "config": str(config), "overrides": list(overrides), "paths": paths, "steps": steps,
+            "units": model.n_units, "unroll": unroll, "compile_plus_first_s": first, "run_best_s": best,
+            "path_steps_per_s": paths * steps / best, "p_liquidation": p,
+            "p_liquidation_se": math.sqrt(p * (1 - p) / paths), "dtype": cfg["dtype"],
+            "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+            "jax": jax.__version__, "peak_memory_bytes": peak_memory_bytes()}
+
+
+def bench_numpy(paths, repeats):
+    runs = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        res = reference_numpy.run(paths, seed=r)
+        runs.append(time.perf_counter() - t0)
+    steps = int(reference_numpy.HORIZON / reference_numpy.STEP)
+    return {"case": "numpy_reference", "paths": paths, "steps": steps, "run_best_s": min(runs),
+            "path_steps_per_s": paths * steps / min(runs), **res, "numpy": np.__version__}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--paths", type=int, default=100_000)
+    ap.add_argument("--numpy-paths", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--unroll", type=int, default=1)
+    ap.add_argument("--skip-numpy", action="store_true")
+    ap.add_argument("--default-config", action="store_true", help="also time the default config's book")
+    a = ap.parse_args()
+    wl = Path(__file__).resolve().parent / "workload.yaml"
+    pj = bench_perpjax(a.paths, a.repeats, a.unroll, wl)
+    print(json.dumps(pj), flush=True)
+    if a.default_config:
+        print(json.dumps(bench_perpjax(a.paths, a.repeats, a.unroll, None)), flush=True)
+    if not a.skip_numpy:
+        npy = bench_numpy(a.numpy_paths or min(a.paths, 100_000), a.repeats)
+        print(json.dumps(npy), flush=True)
+        print(json.dumps({"case": "ratio", "perpjax_over_numpy": pj["path_steps_per_s"] / npy["path_steps_per_s"]}))
+
+
+if __name__ == "__main__":
+    main()
