@@ -64,12 +64,30 @@ class RiskModel(eqx.Module):
         return self.book.n_units
 
 
+def _draw_spec(model: RiskModel) -> tuple:
+    """Every stream one step draws, in one static layout (see ``random.draw``)."""
+    a = model.prices.n_assets
+    spec = model.prices.draw_spec()
+    spec += ((R.BASIS, a, "normal"),) if model.basis.stochastic else ()
+    spec += ((R.BRIDGE, model.n_units, "uniform"),) if model.liquidation.bridge else ()
+    return spec
+
+
+def _draw(model: RiskModel, path_key, t):
+    """Step ``t``'s random inputs as one flat vector. The engine draws a step ahead and
+    carries it: a carried value is materialised, whereas fused consumers (the correlation
+    mat-vec, the margin of every unit) would recompute the draws once per use on CPU."""
+    return R.draw(path_key, t, _draw_spec(model), model.dtype)
+
+
 class _State(NamedTuple):
+    draws: jax.Array  # this step's random inputs, flat (see _draw)
     x: jax.Array  # log true price (assets,)
     index: jax.Array  # oracle (assets,)
     basis: jax.Array  # (assets,)
     mark_state: jax.Array  # (assets,)
     premium_sum: jax.Array  # weighted premium samples this interval (assets,)
+    size: jax.Array  # (positions,) signed size still open
     collateral: jax.Array  # (units,) USD, funding applied; equity left after a liquidation
     open: jax.Array  # (units,) bool
     gap: jax.Array  # equity - MM at the previous step (units,)
@@ -95,48 +113,75 @@ class PathOutcome(NamedTuple):
     log_return: jax.Array  # (paths, assets) log of final / initial true price
 
 
-def _margin(model: RiskModel, pos, mark, collateral):
-    notional = jnp.abs(pos) * mark
-    mm, rate = model.ladder.maintenance_and_rate(notional)
-    equity = collateral + jnp.sum(pos * (mark - model.book.entry), axis=-1)
-    return equity, jnp.sum(mm, axis=-1), rate
+class _Positions(NamedTuple):
+    """The book as a list of open positions (the kernels' layout; built once per trace)."""
+
+    unit: np.ndarray  # (positions,) int32, sorted
+    asset: np.ndarray  # (positions,) int32
+    size: jax.Array  # (positions,) signed size at t = 0
+    entry: jax.Array  # (positions,)
+    n_units: int
+    n_assets: int
+
+    def unit_sum(self, x):
+        """(positions,) -> (units,) sums."""
+        onehot = (self.unit[:, None] == np.arange(self.n_units)[None, :]).astype(x.dtype)
+        return x @ onehot
+
+    def by_unit_and_asset(self, x):
+        """(positions,) -> (units, assets), zero where a unit holds no position."""
+        flat = jax.ops.segment_sum(x, self.unit * self.n_assets + self.asset,
+                                   num_segments=self.n_units * self.n_assets, indices_are_sorted=True)
+        return flat.reshape(self.n_units, self.n_assets)
 
 
-def initial_state(model: RiskModel) -> _State:
+def _positions(model: RiskModel) -> _Positions:
+    b = model.book
+    pu, pa = b.pos_unit, b.pos_asset
+    return _Positions(pu, pa, b.size[pu, pa], b.entry[pu, pa], b.n_units, model.prices.n_assets)
+
+
+def _margin(model: RiskModel, P: _Positions, size, mark, collateral):
+    """Equity, maintenance margin (units,) and each position's marginal MMR (positions,)."""
+    mark_p = mark[P.asset]
+    mm, rate = model.ladder.maintenance_and_rate(jnp.abs(size) * mark_p, P.asset)
+    equity = collateral + P.unit_sum(size * (mark_p - P.entry))
+    return equity, P.unit_sum(mm), rate
+
+
+def initial_state(model: RiskModel, P: _Positions, path_key) -> _State:
     dtype = model.dtype
     s0 = model.prices.s0
     units = model.n_units
     basis0 = model.basis.mean.astype(dtype)
     mark_state, mark0 = model.mark.init(s0, basis0)
-    equity0, mm0, _ = _margin(model, model.book.size, mark0, model.book.collateral)
+    equity0, mm0, _ = _margin(model, P, P.size, mark0, model.book.collateral)
     zu = jnp.zeros((units,), dtype)
     return _State(
-        x=jnp.log(s0), index=s0, basis=basis0, mark_state=mark_state, premium_sum=jnp.zeros_like(s0),
-        collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
+        draws=_draw(model, path_key, jnp.int32(1)), x=jnp.log(s0), index=s0, basis=basis0, mark_state=mark_state, premium_sum=jnp.zeros_like(s0),
+        size=P.size, collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
         gap=equity0 - mm0, liq_step=jnp.zeros((units,), jnp.int32), fee=zu, bad_debt=zu,
         liq_notional=zu, funding_paid=zu, fund=jnp.zeros((), dtype), fund_min=jnp.zeros((), dtype))
 
 
 def initial_equity(model: RiskModel):
     """Equity of each unit at t = 0, at the initial mark (USD)."""
+    P = _positions(model)
     _, mark0 = model.mark.init(model.prices.s0, model.basis.mean.astype(model.dtype))
-    return _margin(model, model.book.size, mark0, model.book.collateral)[0]
+    return _margin(model, P, P.size, mark0, model.book.collateral)[0]
 
 
-def _step(model: RiskModel, path_key, s: _State, t):
+def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     grid, liq = model.grid, model.liquidation
     dt, step_s = grid.dt_years, grid.step_seconds
-    x = s.x + model.prices.log_return(path_key, t, dt)
+    d = R.split(s.draws, _draw_spec(model))
+    x = s.x + model.prices.log_return_from(model.prices.draw_from(d), dt)
     true_price = jnp.exp(x)
     index = model.oracle.observe(t, true_price, s.index)
-    if model.basis.stochastic:
-        z = R.normal(path_key, t, R.BASIS, s.basis.shape[0], s.basis.dtype)
-        basis = model.basis.step(s.basis, z, step_s)
-    else:
-        basis = s.basis
+    basis = model.basis.step(s.basis, d[R.BASIS], step_s) if model.basis.stochastic else s.basis
     mark_state, mark = model.mark.update(s.mark_state, index, basis, step_s)
 
-    pos = model.book.size * s.open[:, None]
+    size = s.size
     collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, s.funding_paid
     if model.funding.enabled:
         fd = model.funding
@@ -144,12 +189,12 @@ def _step(model: RiskModel, path_key, s: _State, t):
         pay = fd.is_payment_step(t)
         rate = fd.rate(premium_sum / fd.weight_total)
         ref = mark if fd.price == "mark" else index
-        payment = jnp.where(pay, jnp.sum(pos * (ref * rate), axis=-1), 0.0)
+        payment = jnp.where(pay, P.unit_sum(size * (ref * rate)[P.asset]), 0.0)
         collateral = collateral - payment
         funding_paid = funding_paid + payment
         premium_sum = jnp.where(pay, 0.0, premium_sum)
 
-    equity, mm, mmr_marginal = _margin(model, pos, mark, collateral)
+    equity, mm, mmr_marginal = _margin(model, P, size, mark, collateral)
     gap = equity - mm
     below = gap < 0
     if liq.check_every > 1:
@@ -157,17 +202,17 @@ def _step(model: RiskModel, path_key, s: _State, t):
     trigger = s.open & below
     if liq.bridge:
         # Sensitivity of the gap to each asset's log price, and its variance over one step.
-        g = (pos - jnp.abs(pos) * mmr_marginal) * mark
+        g = P.by_unit_and_asset((size - jnp.abs(size) * mmr_marginal) * mark[P.asset])
         var = jnp.einsum("ua,ab,ub->u", g, model.prices.covariance() * dt, g)
         p_cross = bridge_cross_probability(s.gap, gap, var)
-        u = R.uniform(path_key, t, R.BRIDGE, gap.shape[0], gap.dtype)
-        trigger = trigger | (s.open & (u < p_cross))
+        trigger = trigger | (s.open & (d[R.BRIDGE] < p_cross))
 
     mid = true_price * (1.0 + basis)
-    left, fee, bad, notional = liq.close_out(collateral, pos, model.book.entry, mid)
+    left, fee, bad, notional = liq.close_out(collateral, size, P.entry, mid[P.asset], P.asset, P.unit_sum)
     fund = s.fund + jnp.sum(jnp.where(trigger, fee - bad, 0.0))
     new = _State(
-        x=x, index=index, basis=basis, mark_state=mark_state, premium_sum=premium_sum,
+        draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state, premium_sum=premium_sum,
+        size=jnp.where(trigger[P.unit], 0.0, size),
         collateral=jnp.where(trigger, left, collateral), open=s.open & ~trigger, gap=gap,
         liq_step=jnp.where(trigger, t.astype(jnp.int32), s.liq_step),
         fee=jnp.where(trigger, fee, s.fee), bad_debt=jnp.where(trigger, bad, s.bad_debt),
@@ -179,11 +224,12 @@ def _step(model: RiskModel, path_key, s: _State, t):
 
 def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome:
     """Simulate one path (vmap this over path keys)."""
-    s0 = initial_state(model)
+    P = _positions(model)
+    s0 = initial_state(model, P, path_key)
     ts = jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32)
-    s, _ = jax.lax.scan(lambda c, t: (_step(model, path_key, c, t), None), s0, ts, unroll=unroll)
-    pos = model.book.size * s.open[:, None]
-    equity_T = s.collateral + jnp.sum(pos * (_final_mark(model, s) - model.book.entry), axis=-1)
+    s, _ = jax.lax.scan(lambda c, t: (_step(model, P, path_key, c, t), None), s0, ts, unroll=unroll)
+    mark_T = _final_mark(model, s)
+    equity_T = s.collateral + P.unit_sum(s.size * (mark_T[P.asset] - P.entry))
     loss = initial_equity(model) - equity_T
     return PathOutcome(liq_step=s.liq_step, loss=loss, bad_debt=s.bad_debt, fee=s.fee,
                        liq_notional=s.liq_notional, funding_paid=s.funding_paid, fund_min=s.fund_min,

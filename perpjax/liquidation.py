@@ -51,11 +51,15 @@ class DepthModel(eqx.Module):
         if not (0 < self.exponent <= 2):
             raise ValueError(f"exponent: must lie in (0, 2] (got {self.exponent})")
 
-    def slippage(self, notional):
-        """Average fill distance from mid for a market order of ``notional`` USD, (..., assets)."""
-        q = jnp.abs(notional) / self.depth_usd
+    def slippage(self, notional, asset=None):
+        """Average fill distance from mid for a market order of ``notional`` USD.
+
+        ``notional`` is (..., assets), or (positions,) with ``asset`` (positions,).
+        """
+        depth, spread = (self.depth_usd, self.spread) if asset is None else (self.depth_usd[asset], self.spread[asset])
+        q = jnp.abs(notional) / depth
         reach = self.depth_distance * (jnp.sqrt(q) if self.exponent == 0.5 else q**self.exponent)
-        return 0.5 * self.spread + reach / (1.0 + self.exponent)
+        return 0.5 * spread + reach / (1.0 + self.exponent)
 
 
 class Liquidation(eqx.Module):
@@ -82,21 +86,23 @@ class Liquidation(eqx.Module):
         if self.bridge and self.check_every != 1:
             raise ValueError("bridge: the bridge correction models continuous monitoring; it needs check_every = 1")
 
-    def close_out(self, collateral, size, entry, mid):
+    def close_out(self, collateral, size, entry, mid, asset, unit_sum):
         """Close every position of each unit at the depth-model fill.
 
         Args:
             collateral: (units,) USD, funding already applied.
-            size, entry: (units, assets).
-            mid: (assets,) perp mid the book is quoted around.
+            size, entry: (positions,) signed size and entry price of each open position.
+            mid: (positions,) perp mid of each position's asset.
+            asset: (positions,) asset index of each position (selects its depth).
+            unit_sum: maps a (positions,) array to its (units,) sums.
 
         Returns:
             equity_after_fee (units,) >= 0, fee (units,), bad_debt (units,), notional (units,).
         """
         notional_mid = jnp.abs(size) * mid
-        fill = mid * (1.0 - jnp.sign(size) * self.depth.slippage(notional_mid))
-        equity_fill = collateral + jnp.sum(size * (fill - entry), axis=-1)
-        notional = jnp.sum(jnp.abs(size) * fill, axis=-1)
+        fill = mid * (1.0 - jnp.sign(size) * self.depth.slippage(notional_mid, asset))
+        equity_fill = collateral + unit_sum(size * (fill - entry))
+        notional = unit_sum(jnp.abs(size) * fill)
         fee = jnp.clip(self.fee_rate * notional, 0.0, jnp.maximum(equity_fill, 0.0))
         bad_debt = jnp.maximum(-equity_fill, 0.0)
         return jnp.maximum(equity_fill, 0.0) - fee, fee, bad_debt, notional

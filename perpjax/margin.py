@@ -105,12 +105,17 @@ class Ladder(eqx.Module):
         lines = notional[..., None] * self.mmr - self.cum
         return jnp.max(lines, axis=-1)
 
-    def maintenance_and_rate(self, notional):
-        """MM(N) and its slope dMM/dN (the marginal MMR of the tier N sits in)."""
-        lines = notional[..., None] * self.mmr - self.cum
+    def maintenance_and_rate(self, notional, asset=None):
+        """MM(N) and its slope dMM/dN (the marginal MMR of the tier N sits in).
+
+        ``notional`` is (..., assets), or (positions,) with ``asset`` (positions,)
+        naming each position's ladder.
+        """
+        mmr, cum = (self.mmr, self.cum) if asset is None else (self.mmr[asset], self.cum[asset])
+        lines = notional[..., None] * mmr - cum
         mm = jnp.max(lines, axis=-1)
         # Slope of the active line; ties (at a floor) take the higher rate.
-        return mm, jnp.max(jnp.where(lines >= mm[..., None], self.mmr, 0.0), axis=-1)
+        return mm, jnp.max(jnp.where(lines >= mm[..., None], mmr, 0.0), axis=-1)
 
     def tier_index(self, notional):
         """Index of the tier containing ``notional`` (numpy; for reports)."""
@@ -139,6 +144,29 @@ class Book(eqx.Module):
     collateral: jax.Array
     size: jax.Array
     entry: jax.Array
+    pairs: tuple = eqx.field(static=True)
+
+    def __init__(self, collateral, size, entry, pairs=None):
+        self.collateral, self.size, self.entry = collateral, size, entry
+        if pairs is None:
+            # The open (unit, asset) pairs, sorted by unit: the kernels work on these only,
+            # so a sparse book (most units hold one or two assets) costs what it holds.
+            shp = np.shape(size)
+            nz = np.nonzero(np.asarray(size)) if concrete(size) else np.nonzero(np.ones(shp, bool))
+            pairs = (tuple(int(u) for u in nz[0]), tuple(int(a) for a in nz[1]))
+        self.pairs = pairs
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.pairs[0])
+
+    @property
+    def pos_unit(self) -> np.ndarray:
+        return np.asarray(self.pairs[0], np.int32)
+
+    @property
+    def pos_asset(self) -> np.ndarray:
+        return np.asarray(self.pairs[1], np.int32)
 
     def __check_init__(self):
         if not concrete(self.collateral, self.size, self.entry):

@@ -14,6 +14,7 @@ sizes, compensated by ``kappa = E[e^Y] - 1`` so ``mu`` stays the expected return
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -97,6 +98,14 @@ def correlation_factor(corr) -> np.ndarray:
         return v * np.sqrt(np.clip(w, 0.0, None))
 
 
+class PriceDraw(NamedTuple):
+    """Random inputs of one step: normals, the t mixing variable W/(nu-2) (1 if Gaussian), jumps."""
+
+    z: jax.Array  # (assets,) independent standard normals
+    w: jax.Array  # () chi-square mixing variable over (nu - 2); eps = z / sqrt(w)
+    jump: jax.Array  # (assets,) sum of log jump sizes
+
+
 class PriceModel(eqx.Module):
     """Correlated GBM with optional Student-t innovations and Merton jumps.
 
@@ -110,6 +119,8 @@ class PriceModel(eqx.Module):
         jump_intensity: jumps per year, (assets,); all zero disables jumps.
         jump_mean, jump_std: mean and std of the log jump size, (assets,).
         max_jumps: jumps per step kept by the truncated Poisson draw (static).
+        jump_cdf: P(N <= k) for k = 0 .. max_jumps-1 of the per-step jump count,
+            (assets, max_jumps); computed once by ``build`` from the intensity and step.
     """
 
     s0: jax.Array
@@ -119,6 +130,7 @@ class PriceModel(eqx.Module):
     jump_intensity: jax.Array
     jump_mean: jax.Array
     jump_std: jax.Array
+    jump_cdf: jax.Array | None = None
     innovations: str = eqx.field(static=True, default="gaussian")
     nu: float = eqx.field(static=True, default=5.0)
     jumps: bool = eqx.field(static=True, default=False)
@@ -155,13 +167,16 @@ class PriceModel(eqx.Module):
         js = zeros if jump_std is None else np.broadcast_to(np.asarray(jump_std, np.float64), (n,))
         nonneg("jump_intensity", ji)
         jumps = bool(np.any(ji > 0))
-        max_jumps = 3
-        if jumps and dt_years is not None:
+        max_jumps, cdf = 3, None
+        if jumps:
+            if dt_years is None:
+                raise ValueError("dt_years: jumps need the step length to set their per-step count law")
             # Smallest truncation K with P(N > K) < 1e-12 for the largest per-step intensity.
-            lam = float(ji.max() * dt_years)
-            max_jumps = int(_stats.poisson.isf(1e-12, lam)) + 1 if lam > 0 else 1
+            lam = ji * dt_years
+            max_jumps = int(_stats.poisson.isf(1e-12, float(lam.max()))) + 1
+            cdf = _stats.poisson.cdf(np.arange(max_jumps)[None, :], lam[:, None])
         arr = lambda a: jnp.asarray(a, dtype)
-        return cls(s0=arr(s0), vol=arr(np.broadcast_to(vol, (n,))), drift=arr(np.broadcast_to(drift, (n,))),
+        return cls(jump_cdf=None if cdf is None else arr(cdf), s0=arr(s0), vol=arr(np.broadcast_to(vol, (n,))), drift=arr(np.broadcast_to(drift, (n,))),
                    factor=arr(L), jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
                    innovations=innovations, nu=float(nu), jumps=jumps, max_jumps=max_jumps)
 
@@ -169,45 +184,81 @@ class PriceModel(eqx.Module):
     def n_assets(self) -> int:
         return self.s0.shape[0]
 
+    GAMMA_TRIES = 8
+
+    def draw_spec(self) -> tuple:
+        """The streams one step draws: ((stream, n, kind), ...) for ``random.draw``."""
+        a = self.n_assets
+        spec = [(R.PRICE, a, "normal")]
+        if self.innovations == "student_t":
+            if self._integer_nu:
+                k, odd = divmod(int(self.nu), 2)
+                spec += [(R.STUDENT, k, "uniform")] if k else []
+                spec += [(R.STUDENT_ACCEPT, 1, "normal")] if odd else []
+            else:
+                spec += [(R.STUDENT, self.GAMMA_TRIES, "normal"), (R.STUDENT_ACCEPT, self.GAMMA_TRIES, "uniform")]
+        if self.jumps:
+            spec += [(R.JUMP_COUNT, a, "uniform"), (R.JUMP_SIZE, a, "normal")]
+        return tuple(spec)
+
+    @property
+    def _integer_nu(self) -> bool:
+        return float(self.nu).is_integer() and self.nu <= 32
+
+    def draw_from(self, d: dict) -> PriceDraw:
+        """Build one step's ``PriceDraw`` from its streams ({stream: array}, see ``draw_spec``).
+
+        Student-t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu), one W per step so the
+        assets are jointly t. Integer nu <= 32, exact and rejection-free:
+        chi2(2k) = -2 log(U_1...U_k) (a Gamma(k, 2)), plus one squared normal when
+        nu is odd; otherwise W = 2 Gamma(nu/2) by Marsaglia-Tsang.
+        """
+        z = d[R.PRICE]
+        w = jnp.ones((), z.dtype)
+        if self.innovations == "student_t":
+            if self._integer_nu:
+                k, odd = divmod(int(self.nu), 2)
+                w = jnp.zeros((), z.dtype)
+                if k:
+                    w = -2.0 * jnp.sum(jnp.log(d[R.STUDENT]))
+                if odd:
+                    w = w + d[R.STUDENT_ACCEPT][0] ** 2
+            else:
+                w = 2.0 * R.gamma_from(d[R.STUDENT], d[R.STUDENT_ACCEPT], self.nu / 2.0)
+            w = w / (self.nu - 2.0)
+        jump = jnp.zeros_like(z)
+        if self.jumps:
+            # Inverse-CDF Poisson count, truncated at max_jumps (thresholds precomputed by build).
+            count = jnp.sum(d[R.JUMP_COUNT][:, None] > self.jump_cdf, axis=1).astype(z.dtype)
+            jump = count * self.jump_mean + jnp.sqrt(count) * self.jump_std * d[R.JUMP_SIZE]
+        return PriceDraw(z=z, w=w, jump=jump)
+
+    def draw(self, pkey, t) -> PriceDraw:
+        """The random inputs of step ``t`` of the path keyed ``pkey``."""
+        spec = self.draw_spec()
+        return self.draw_from(R.split(R.draw(pkey, t, spec, self.s0.dtype), spec))
+
+    def innovation_from(self, d: PriceDraw) -> jax.Array:
+        """Correlated unit-variance innovations ``L eps``, (assets,)."""
+        eps = d.z * jax.lax.rsqrt(d.w) if self.innovations == "student_t" else d.z
+        return jnp.sum(self.factor * eps[None, :], axis=-1)
+
     def innovation(self, pkey, t) -> jax.Array:
         """Correlated unit-variance innovations ``L eps`` for step ``t`` of a path, (assets,)."""
-        dtype = self.s0.dtype
-        z = R.normal(pkey, t, R.PRICE, self.n_assets, dtype)
-        if self.innovations == "student_t":
-            # Multivariate t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu). Integer nu <= 32: a sum
-            # of nu squared normals (exact, no rejection); otherwise 2 Gamma(nu/2) by Marsaglia-Tsang.
-            if float(self.nu).is_integer() and self.nu <= 32:
-                w = jnp.sum(R.normal(pkey, t, R.STUDENT, int(self.nu), dtype) ** 2)
-            else:
-                w = 2.0 * R.gamma(pkey, t, R.STUDENT, R.STUDENT_ACCEPT, self.nu / 2.0, dtype)
-            z = z * jnp.sqrt((self.nu - 2.0) / w)
-        return jnp.sum(self.factor * z[None, :], axis=-1)
-
-    def jump(self, pkey, t, dt_years: float) -> jax.Array:
-        """Sum of log jump sizes in step ``t``, (assets,). Exact up to a 1e-12 Poisson tail."""
-        dtype = self.s0.dtype
-        lam = self.jump_intensity * dt_years
-        u = R.uniform(pkey, t, R.JUMP_COUNT, self.n_assets, dtype)
-        # Inverse-CDF Poisson count, truncated at max_jumps.
-        k = jnp.arange(self.max_jumps + 1, dtype=dtype)
-        logpmf = (-lam[:, None] + k[None, :] * jnp.log(jnp.maximum(lam[:, None], 1e-30))
-                  - jax.scipy.special.gammaln(k + 1.0)[None, :])
-        cdf = jnp.cumsum(jnp.exp(logpmf), axis=1)
-        count = jnp.sum(u[:, None] > cdf[:, :-1], axis=1).astype(dtype)
-        z = R.normal(pkey, t, R.JUMP_SIZE, self.n_assets, dtype)
-        return count * self.jump_mean + jnp.sqrt(count) * self.jump_std * z
+        return self.innovation_from(self.draw(pkey, t))
 
     def log_drift(self, dt_years: float) -> jax.Array:
         """Deterministic part of the log return per step (Ito and jump compensation)."""
         comp = self.jump_intensity * (jnp.exp(self.jump_mean + 0.5 * self.jump_std**2) - 1.0)
         return (self.drift - 0.5 * self.vol**2 - comp) * dt_years
 
+    def log_return_from(self, d: PriceDraw, dt_years: float) -> jax.Array:
+        """Log return of every asset over one step, given that step's draws, (assets,)."""
+        return self.log_drift(dt_years) + self.vol * math.sqrt(dt_years) * self.innovation_from(d) + d.jump
+
     def log_return(self, pkey, t, dt_years: float) -> jax.Array:
         """Log return of every asset over step ``t`` of the path keyed ``pkey``, (assets,)."""
-        r = self.log_drift(dt_years) + self.vol * math.sqrt(dt_years) * self.innovation(pkey, t)
-        if self.jumps:
-            r = r + self.jump(pkey, t, dt_years)
-        return r
+        return self.log_return_from(self.draw(pkey, t), dt_years)
 
     def covariance(self) -> jax.Array:
         """Annualised covariance of the diffusion log returns, (assets, assets)."""
