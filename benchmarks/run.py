@@ -24,11 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import perpjax  # noqa: E402,F401
-from perpjax.config import build_model, load_config  # noqa: E402
-from perpjax.engine import simulate_chunk  # noqa: E402
-from perpjax.random import seed_key  # noqa: E402
-import reference_numpy  # noqa: E402
+import reference_numpy
+
+import perpjax  # noqa: F401
+from perpjax.config import build_model, load_config
+from perpjax.engine import simulate_chunk
+from perpjax.random import seed_key
 
 
 def peak_memory_bytes():

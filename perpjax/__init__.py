@@ -11,6 +11,11 @@ if _FLAG not in _os.environ.get("XLA_FLAGS", ""):
 
 __version__ = "0.1.0"
 
-from .engine import Outcome as Outcome, RiskModel as RiskModel, simulate as simulate  # noqa: E402
-from .config import ConfigError as ConfigError, build_model as build_model, load_config as load_config  # noqa: E402
-from .api import run as run, Result as Result  # noqa: E402
+from .api import Result as Result
+from .api import run as run
+from .config import ConfigError as ConfigError
+from .config import build_model as build_model
+from .config import load_config as load_config
+from .engine import Outcome as Outcome
+from .engine import RiskModel as RiskModel
+from .engine import simulate as simulate

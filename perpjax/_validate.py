@@ -9,8 +9,8 @@ not known.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 
 
 def concrete(*xs) -> bool:

@@ -36,7 +36,7 @@ NUM, INT, BOOL, STR, LIST, DICT, ANY = "number", "integer", "boolean", "string",
 SCHEMA = {
     "seed": (INT, False, 0),
     "paths": (INT, False, 100_000),
-    "chunk_size": (INT, False, 25_000),
+    "chunk_size": (ANY, False, "auto"),
     "dtype": (STR, False, "float32"),
     "time": (DICT, True, None),
     "assets": (LIST, True, None),
@@ -176,9 +176,15 @@ def apply_overrides(cfg: dict, overrides) -> dict:
     return cfg
 
 
-def load_config(path=None, overrides=()) -> dict:
-    """Read a YAML config (the packaged default when ``path`` is None) and apply overrides."""
-    p = Path(path) if path is not None else default_config_path()
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists included) replaces."""
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(p: Path, chain=()) -> dict:
     try:
         raw = yaml.safe_load(p.read_text())
     except FileNotFoundError:
@@ -187,7 +193,26 @@ def load_config(path=None, overrides=()) -> dict:
         raise ConfigError(f"config: not valid YAML ({p}): {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: top level of {p} must be a mapping")
-    return apply_overrides(raw, overrides)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"extends: must be 'default' or a path to a config (got {base!r}) in {p}")
+    bp = default_config_path() if base == "default" else (p.parent / base).resolve()
+    if bp in chain or len(chain) > 8:
+        raise ConfigError(f"extends: configs extend each other in a cycle ({' -> '.join(map(str, (*chain, bp)))})")
+    return deep_merge(_read_yaml(bp, (*chain, p.resolve())), raw)
+
+
+def load_config(path=None, overrides=()) -> dict:
+    """Read a YAML config (the packaged default when ``path`` is None) and apply overrides.
+
+    A config may start with ``extends: default`` (or a path relative to it): it is
+    then the base config with this file's keys merged over it (mappings merge key
+    by key; lists such as ``book.accounts`` or ``correlation`` replace).
+    """
+    p = Path(path) if path is not None else default_config_path()
+    return apply_overrides(_read_yaml(p), overrides)
 
 
 def resolve(cfg: dict) -> dict:
@@ -222,9 +247,11 @@ def resolve(cfg: dict) -> dict:
         b["generate"] = check_section(b["generate"], SECTIONS["generate"], "book.generate")
     if c["dtype"] not in ("float32", "float64"):
         raise ConfigError(f"dtype: must be 'float32' or 'float64' (got {c['dtype']!r})")
-    for k in ("paths", "chunk_size"):
-        if c[k] < 1:
-            raise ConfigError(f"{k}: must be >= 1 (got {c[k]})")
+    if c["paths"] < 1:
+        raise ConfigError(f"paths: must be >= 1 (got {c['paths']})")
+    cs = c["chunk_size"]
+    if cs != "auto" and not (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1):
+        raise ConfigError(f"chunk_size: must be 'auto' or an integer >= 1 (got {cs!r})")
     if c["seed"] < 0:
         raise ConfigError(f"seed: must be >= 0 (got {c['seed']})")
     if c["insurance_fund"] < 0:
@@ -258,7 +285,8 @@ def _book_from_accounts(accounts, names, n_assets):
         rows = []
         for j, pos in enumerate(a["positions"]):
             if pos["asset"] not in index:
-                raise ConfigError(f"{p}.positions[{j}].asset: unknown asset {pos['asset']!r} (assets: {', '.join(names)})")
+                raise ConfigError(f"{p}.positions[{j}].asset: unknown asset {pos['asset']!r} "
+                                  f"(assets: {', '.join(names)})")
             if pos["entry"] <= 0:
                 raise ConfigError(f"{p}.positions[{j}].entry: must be > 0 (got {pos['entry']})")
             rows.append((index[pos["asset"]], pos))
@@ -270,16 +298,24 @@ def _book_from_accounts(accounts, names, n_assets):
                 if s[k] != 0:
                     raise ConfigError(f"{p}.positions: asset {names[k]} listed twice")
                 s[k], e[k] = pos["size"], pos["entry"]
-            coll.append(a["collateral"]); size.append(s); entry.append(e)
-            acct.append(a["id"]); mode.append("cross"); unit.append(a["id"])
+            coll.append(a["collateral"])
+            size.append(s)
+            entry.append(e)
+            acct.append(a["id"])
+            mode.append("cross")
+            unit.append(a["id"])
         else:
             for j, (k, pos) in enumerate(rows):
                 if pos["margin"] is None:
                     raise ConfigError(f"{p}.positions[{j}].margin: required for an isolated position")
                 s, e = np.zeros(n_assets), np.ones(n_assets)
                 s[k], e[k] = pos["size"], pos["entry"]
-                coll.append(pos["margin"]); size.append(s); entry.append(e)
-                acct.append(a["id"]); mode.append("isolated"); unit.append(f"{a['id']}:{names[k]}")
+                coll.append(pos["margin"])
+                size.append(s)
+                entry.append(e)
+                acct.append(a["id"])
+                mode.append("isolated")
+                unit.append(f"{a['id']}:{names[k]}")
     return coll, size, entry, BookLabels(tuple(acct), tuple(mode), tuple(unit))
 
 
@@ -314,7 +350,8 @@ def build_model(cfg: dict):
     if c["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float64 if c["dtype"] == "float64" else jnp.float32
-    arr = lambda a: jnp.asarray(np.asarray(a, np.float64), dtype)
+    def arr(a):
+        return jnp.asarray(np.asarray(a, np.float64), dtype)
     assets = c["assets"]
     names = [a["name"] for a in assets]
     n = len(names)
@@ -370,7 +407,9 @@ def build_model(cfg: dict):
         g = dict(b["generate"])
         gb, gl = _wrap("book.generate", generate_book, g.pop("n_accounts"), [a["price"] for a in assets], ladder,
                        seed=g.pop("seed"), dtype=dtype, **g)
-        coll += list(np.asarray(gb.collateral)); size += list(np.asarray(gb.size)); entry += list(np.asarray(gb.entry))
+        coll += list(np.asarray(gb.collateral))
+        size += list(np.asarray(gb.size))
+        entry += list(np.asarray(gb.entry))
         labels = BookLabels(labels.account + gl.account, labels.mode + gl.mode, labels.unit + gl.unit)
     if not coll:
         raise ConfigError("book: no accounts (give book.accounts, book.csv or book.generate)")

@@ -13,7 +13,6 @@ chunked.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import equinox as eqx
@@ -114,31 +113,53 @@ class PathOutcome(NamedTuple):
 
 
 class _Positions(NamedTuple):
-    """The book as a list of open positions (the kernels' layout; built once per trace)."""
+    """The book as a flat list of open positions: the kernels' layout (built once per trace).
 
-    unit: np.ndarray  # (positions,) int32, sorted
+    Positions are ordered by how many positions their unit holds, then by unit,
+    so the units holding k positions own one contiguous block of k * n_k
+    entries. A per-unit sum is then a reshape-and-sum per block plus one static
+    permutation back to book order: O(positions), exact, no scatter and no
+    dense unit x position matrix (a 10,000-account book stays cheap).
+    """
+
+    unit: np.ndarray  # (positions,) int32, book index of each position's unit
     asset: np.ndarray  # (positions,) int32
     size: jax.Array  # (positions,) signed size at t = 0
     entry: jax.Array  # (positions,)
+    blocks: tuple  # ((k, n_units_with_k), ...) in layout order, k = 0 first
+    to_book: np.ndarray  # (units,) position of each book unit in the block-ordered sums
     n_units: int
     n_assets: int
 
     def unit_sum(self, x):
-        """(positions,) -> (units,) sums."""
-        onehot = (self.unit[:, None] == np.arange(self.n_units)[None, :]).astype(x.dtype)
-        return x @ onehot
+        """(positions,) -> (units,) sums, in book order."""
+        parts, off = [], 0
+        for k, n in self.blocks:
+            if k == 0:
+                parts.append(jnp.zeros((n,), x.dtype))
+                continue
+            parts.append(x[off:off + k * n].reshape(n, k).sum(axis=-1))
+            off += k * n
+        return jnp.concatenate(parts)[self.to_book]
 
     def by_unit_and_asset(self, x):
         """(positions,) -> (units, assets), zero where a unit holds no position."""
         flat = jax.ops.segment_sum(x, self.unit * self.n_assets + self.asset,
-                                   num_segments=self.n_units * self.n_assets, indices_are_sorted=True)
+                                   num_segments=self.n_units * self.n_assets)
         return flat.reshape(self.n_units, self.n_assets)
 
 
 def _positions(model: RiskModel) -> _Positions:
     b = model.book
     pu, pa = b.pos_unit, b.pos_asset
-    return _Positions(pu, pa, b.size[pu, pa], b.entry[pu, pa], b.n_units, model.prices.n_assets)
+    counts = np.bincount(pu, minlength=b.n_units)
+    order = np.lexsort((pa, pu, counts[pu]))  # by positions-per-unit, then unit, then asset
+    pu, pa = pu[order], pa[order]
+    unit_order = np.lexsort((np.arange(b.n_units), counts))  # block-ordered units
+    blocks = tuple((int(k), int(np.sum(counts == k))) for k in np.unique(counts))
+    to_book = np.empty(b.n_units, np.int32)
+    to_book[unit_order] = np.arange(b.n_units, dtype=np.int32)
+    return _Positions(pu, pa, b.size[pu, pa], b.entry[pu, pa], blocks, to_book, b.n_units, model.prices.n_assets)
 
 
 def _margin(model: RiskModel, P: _Positions, size, mark, collateral):
@@ -158,7 +179,8 @@ def initial_state(model: RiskModel, P: _Positions, path_key) -> _State:
     equity0, mm0, _ = _margin(model, P, P.size, mark0, model.book.collateral)
     zu = jnp.zeros((units,), dtype)
     return _State(
-        draws=_draw(model, path_key, jnp.int32(1)), x=jnp.log(s0), index=s0, basis=basis0, mark_state=mark_state, premium_sum=jnp.zeros_like(s0),
+        draws=_draw(model, path_key, jnp.int32(1)), x=jnp.log(s0), index=s0, basis=basis0,
+        mark_state=mark_state, premium_sum=jnp.zeros_like(s0),
         size=P.size, collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
         gap=equity0 - mm0, liq_step=jnp.zeros((units,), jnp.int32), fee=zu, bad_debt=zu,
         liq_notional=zu, funding_paid=zu, fund=jnp.zeros((), dtype), fund_min=jnp.zeros((), dtype))
@@ -211,7 +233,8 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     left, fee, bad, notional = liq.close_out(collateral, size, P.entry, mid[P.asset], P.asset, P.unit_sum)
     fund = s.fund + jnp.sum(jnp.where(trigger, fee - bad, 0.0))
     new = _State(
-        draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state, premium_sum=premium_sum,
+        draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state,
+        premium_sum=premium_sum,
         size=jnp.where(trigger[P.unit], 0.0, size),
         collateral=jnp.where(trigger, left, collateral), open=s.open & ~trigger, gap=gap,
         liq_step=jnp.where(trigger, t.astype(jnp.int32), s.liq_step),
@@ -284,7 +307,24 @@ class Outcome(NamedTuple):
     unit_paths: PathOutcome | None  # per-path per-unit arrays when requested
 
 
-def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int = 25_000, unroll: int = 1,
+def carry_bytes_per_path(model: RiskModel) -> int:
+    """Bytes of scan state one path carries (what a chunk keeps live at every step)."""
+    P = _positions(model)
+    s = jax.eval_shape(lambda: initial_state(model, P, jnp.zeros((2,), jnp.uint32)))
+    return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(s)))
+
+
+def auto_chunk_size(model: RiskModel, n_paths: int) -> int:
+    """Paths per chunk: the carry of a chunk sized to stay cache-resident on CPU
+    (~16 MB: big books run in small chunks, measured 1.4x faster for 2,000
+    accounts) and to fill an accelerator (~2 GB). Results do not depend on it."""
+    budget = 16 * 2**20 if jax.default_backend() == "cpu" else 2 * 2**30
+    per_path = carry_bytes_per_path(model)
+    cap = 25_000 if jax.default_backend() == "cpu" else 1_000_000
+    return int(max(64, min(cap, n_paths, budget // per_path)))
+
+
+def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str = "auto", unroll: int = 1,
              keep_unit_paths: bool = False, progress=None) -> Outcome:
     """Simulate ``n_paths`` paths in chunks and reduce them.
 
@@ -293,8 +333,10 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int = 25_
     """
     if n_paths < 1:
         raise ValueError(f"paths: must be >= 1 (got {n_paths})")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size: must be >= 1 (got {chunk_size})")
+    if chunk_size == "auto":
+        chunk_size = auto_chunk_size(model, n_paths)
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size: must be 'auto' or an integer >= 1 (got {chunk_size!r})")
     chunk = min(chunk_size, n_paths)
     key = R.seed_key(seed)
     units = model.n_units
@@ -306,7 +348,7 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int = 25_
     for start in range(0, n_paths, chunk):
         n = min(chunk, n_paths - start)
         out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
-        out = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], out)
+        out = jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out)
         liq = out.liq_step > 0
         loss = out.loss.astype(np.float64)
         bad = out.bad_debt.astype(np.float64)
@@ -332,6 +374,6 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int = 25_
             progress(start + n, n_paths)
     unit_paths = None
     if keep_unit_paths:
-        unit_paths = PathOutcome(*(np.concatenate(xs) for xs in zip(*kept)))
+        unit_paths = PathOutcome(*(np.concatenate(xs) for xs in zip(*kept, strict=False)))
     return Outcome(n_paths=n_paths, n_steps=model.grid.n_steps, **acc,
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)

@@ -19,6 +19,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._validate import concrete, finite, nonneg, positive
 
@@ -54,16 +55,19 @@ class Basis(eqx.Module):
     mean: jax.Array
     stationary_std: jax.Array
     half_life_seconds: jax.Array
+    stochastic: bool = eqx.field(static=True)
+
+    def __init__(self, mean, stationary_std, half_life_seconds, stochastic=None):
+        self.mean, self.stationary_std, self.half_life_seconds = mean, stationary_std, half_life_seconds
+        if stochastic is None:  # static: a zero-variance basis draws nothing
+            stochastic = not concrete(stationary_std) or bool(np.any(np.asarray(stationary_std) > 0))
+        self.stochastic = stochastic
 
     def __check_init__(self):
         if concrete(self.mean, self.stationary_std, self.half_life_seconds):
             finite("mean", self.mean)
             nonneg("stationary_std", self.stationary_std)
             positive("half_life_seconds", self.half_life_seconds)
-
-    @property
-    def stochastic(self) -> bool:
-        return not concrete(self.stationary_std) or bool(jnp.any(self.stationary_std > 0))
 
     def step(self, b, z, step_seconds: float):
         """Exact OU transition over one step given standard normals ``z``."""

@@ -18,7 +18,8 @@ def wilson(k, n, z: float = Z95):
     d = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / d
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return centre - half, centre + half
+    # Exact ends at k = 0 and k = n (the formula gives them up to rounding).
+    return np.where(k == 0, 0.0, centre - half), np.where(k == n, 1.0, centre + half)
 
 
 def var_es(x, alpha: float):
@@ -86,7 +87,8 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
         "expected_loss": out.loss_sum / n,
         "expected_loss_se": np.sqrt(np.maximum(out.loss_sq_sum / n - (out.loss_sum / n) ** 2, 0) / max(n - 1, 1)),
         "expected_bad_debt": out.bad_debt_sum / n,
-        "expected_bad_debt_se": np.sqrt(np.maximum(out.bad_debt_sq_sum / n - (out.bad_debt_sum / n) ** 2, 0) / max(n - 1, 1)),
+        "expected_bad_debt_se": np.sqrt(
+            np.maximum(out.bad_debt_sq_sum / n - (out.bad_debt_sum / n) ** 2, 0) / max(n - 1, 1)),
         "expected_fee": out.fee_sum / n,
         "expected_funding_paid": out.funding_sum / n,
     })

@@ -50,7 +50,8 @@ class TimeGrid(eqx.Module):
         n = self.horizon_seconds / self.step_seconds
         if abs(n - round(n)) > 1e-9:
             raise ValueError(
-                f"horizon_seconds: must be a whole number of steps of {self.step_seconds} s (got {self.horizon_seconds})"
+                f"horizon_seconds: must be a whole number of steps of {self.step_seconds} s "
+                f"(got {self.horizon_seconds})"
             )
 
     @property
@@ -175,9 +176,12 @@ class PriceModel(eqx.Module):
             lam = ji * dt_years
             max_jumps = int(_stats.poisson.isf(1e-12, float(lam.max()))) + 1
             cdf = _stats.poisson.cdf(np.arange(max_jumps)[None, :], lam[:, None])
-        arr = lambda a: jnp.asarray(a, dtype)
-        return cls(jump_cdf=None if cdf is None else arr(cdf), s0=arr(s0), vol=arr(np.broadcast_to(vol, (n,))), drift=arr(np.broadcast_to(drift, (n,))),
-                   factor=arr(L), jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
+
+        def arr(a):
+            return jnp.asarray(a, dtype)
+        return cls(s0=arr(s0), vol=arr(np.broadcast_to(vol, (n,))), drift=arr(np.broadcast_to(drift, (n,))),
+                   jump_cdf=None if cdf is None else arr(cdf), factor=arr(L),
+                   jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
                    innovations=innovations, nu=float(nu), jumps=jumps, max_jumps=max_jumps)
 
     @property

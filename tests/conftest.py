@@ -1,5 +1,4 @@
 import jax
-import pytest
 
 import perpjax  # noqa: F401  (sets XLA flags before the backend starts)
 

@@ -68,3 +68,28 @@ def test_python_api_is_deterministic_by_seed():
     assert a.summary["trader_loss_mean"] == b.summary["trader_loss_mean"]
     assert a.summary["trader_loss_mean"] != c.summary["trader_loss_mean"]
     assert list(a.accounts.columns)[:3] == ["unit", "account", "mode"]
+
+
+def test_scenario_extends_default_and_merges(tmp_path):
+    from perpjax.config import load_config
+
+    base = load_config(None)
+    p = tmp_path / "s.yaml"
+    p.write_text("extends: default\noracle: {update_every_seconds: 300}\nfunding: {interval_seconds: 3600}\n")
+    cfg = load_config(p)
+    assert cfg["oracle"] == {"update_every_seconds": 300}
+    assert cfg["funding"]["interval_seconds"] == 3600
+    assert cfg["funding"]["cap"] == base["funding"]["cap"]  # merged key by key
+    assert cfg["book"] == base["book"]
+    q = tmp_path / "loop.yaml"
+    q.write_text("extends: loop.yaml\n")
+    with pytest.raises(ValueError, match="extends: configs extend each other in a cycle"):
+        load_config(q)
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).parents[1].glob("configs/scenarios/*.yaml")))
+def test_shipped_scenarios_resolve(path):
+    from perpjax.config import build_model, load_config
+
+    model, labels, resolved = build_model(load_config(path))
+    assert model.n_units == len(labels.unit) >= 1

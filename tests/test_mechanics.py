@@ -25,7 +25,8 @@ def test_continuity_amount_matches_published_maintenance_amounts():
 
 def test_ladder_maintenance_hand_values_and_continuity():
     lad = Ladder.build([(FLOORS, MMR, IMR)], dtype=jnp.float64)
-    mm = lambda n: float(lad.maintenance(jnp.array([n]))[0])
+    def mm(n):
+        return float(lad.maintenance(jnp.array([n]))[0])
     assert mm(10_000) == pytest.approx(40.0)  # 10k * 0.4%
     assert mm(100_000) == pytest.approx(450.0)  # 100k * 0.5% - 50
     assert mm(1_000_000) == pytest.approx(8700.0)  # 1M * 1% - 1300
@@ -112,7 +113,7 @@ def test_chunk_size_invariance_per_path():
     model, _, _ = build(cfg, ["dtype=float32"])
     a = simulate(model, seed=5, n_paths=600, chunk_size=600, keep_unit_paths=True)
     b = simulate(model, seed=5, n_paths=600, chunk_size=250, keep_unit_paths=True)
-    for x, y in zip(a.unit_paths, b.unit_paths):
+    for x, y in zip(a.unit_paths, b.unit_paths, strict=False):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     np.testing.assert_array_equal(a.path_bad_debt, b.path_bad_debt)
     np.testing.assert_array_equal(a.path_log_return, b.path_log_return)
@@ -134,3 +135,23 @@ def test_float32_agrees_with_float64():
     same = (a.unit_paths.liq_step > 0) == (b.unit_paths.liq_step > 0)
     assert same.mean() > 0.999
     assert abs(a.liq_count.sum() - b.liq_count.sum()) <= 0.002 * a.liq_count.sum() + 2
+
+
+def test_position_layout_unit_sums_match_dense_book():
+    """The kernels' block layout (units grouped by position count) sums exactly like the dense book."""
+    from perpjax.engine import _positions
+    from perpjax.margin import Book
+
+    rng = np.random.default_rng(3)
+    units, assets = 37, 5
+    size = rng.normal(size=(units, assets)) * (rng.random((units, assets)) < 0.4)
+    size[[0, 9, 20]] = 0.0  # units with no position
+    book = Book(collateral=jnp.ones(units), size=jnp.asarray(size), entry=jnp.ones((units, assets)))
+    P = _positions(type("M", (), {"book": book, "prices": type("p", (), {"n_assets": assets})()})())
+    x = rng.normal(size=len(P.unit))
+    dense = np.zeros((units, assets))
+    dense[P.unit, P.asset] = x
+    np.testing.assert_allclose(np.asarray(P.unit_sum(jnp.asarray(x))), dense.sum(1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(P.by_unit_and_asset(jnp.asarray(x))), dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(P.size), size[P.unit, P.asset])
+    assert len(P.unit) == np.count_nonzero(size)

@@ -79,7 +79,8 @@ def _four_asset_cfg(step, horizon, innovations):
     cfg.update(FOUR)
     cfg["innovations"] = innovations
     cfg["ladders"] = {n: [{"floor": 0, "mmr": 0.01, "imr": 0.02}] for n in "ABCD"}
-    cfg["book"] = {"accounts": [{"id": "a", "collateral": 1e9, "positions": [{"asset": "A", "size": 1.0, "entry": 100.0}]}]}
+    cfg["book"] = {"accounts": [{"id": "a", "collateral": 1e9,
+                                 "positions": [{"asset": "A", "size": 1.0, "entry": 100.0}]}]}
     return cfg
 
 
