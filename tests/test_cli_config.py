@@ -1,6 +1,7 @@
 """Bad input fails early with a message naming the field; the CLI writes its outputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +88,10 @@ def test_scenario_extends_default_and_merges(tmp_path):
         load_config(q)
 
 
-@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).parents[1].glob("configs/scenarios/*.yaml")))
+SCENARIOS = sorted((Path(__file__).parents[1] / "configs" / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenarios_resolve(path):
     from perpjax.config import build_model, load_config
 
