@@ -119,7 +119,10 @@ class _Positions(NamedTuple):
     so the units holding k positions own one contiguous block of k * n_k
     entries. A per-unit sum is then a reshape-and-sum per block plus one static
     permutation back to book order: O(positions), exact, no scatter and no
-    dense unit x position matrix (a 10,000-account book stays cheap).
+    dense unit x position matrix (a 10,000-account book stays cheap). Small
+    books (units x positions <= 4096) use a 0/1 matrix product instead, which
+    XLA fuses into the step (measured 222 vs 255 ns per path-step on the
+    default book, 2-core CPU).
     """
 
     unit: np.ndarray  # (positions,) int32, book index of each position's unit
@@ -133,6 +136,9 @@ class _Positions(NamedTuple):
 
     def unit_sum(self, x):
         """(positions,) -> (units,) sums, in book order."""
+        if len(self.unit) * self.n_units <= 4096:  # small book: one fused 0/1 mat-vec
+            onehot = (self.unit[:, None] == np.arange(self.n_units)[None, :]).astype(x.dtype)
+            return x @ onehot
         parts, off = [], 0
         for k, n in self.blocks:
             if k == 0:

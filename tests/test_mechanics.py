@@ -137,13 +137,14 @@ def test_float32_agrees_with_float64():
     assert abs(a.liq_count.sum() - b.liq_count.sum()) <= 0.002 * a.liq_count.sum() + 2
 
 
-def test_position_layout_unit_sums_match_dense_book():
-    """The kernels' block layout (units grouped by position count) sums exactly like the dense book."""
+@pytest.mark.parametrize("units", [37, 300])  # 0/1 mat-vec path; block layout path
+def test_position_layout_unit_sums_match_dense_book(units):
+    """The kernels' position layout sums per unit exactly like the dense book."""
     from perpjax.engine import _positions
     from perpjax.margin import Book
 
     rng = np.random.default_rng(3)
-    units, assets = 37, 5
+    assets = 5
     size = rng.normal(size=(units, assets)) * (rng.random((units, assets)) < 0.4)
     size[[0, 9, 20]] = 0.0  # units with no position
     book = Book(collateral=jnp.ones(units), size=jnp.asarray(size), entry=jnp.ones((units, assets)))
