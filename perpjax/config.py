@@ -277,6 +277,11 @@ def _steps(grid, seconds, path) -> int:
 
 def _book_from_accounts(accounts, names, n_assets):
     coll, size, entry, acct, mode, unit = [], [], [], [], [], []
+
+    def add(*row):
+        for col, v in zip((coll, size, entry, acct, mode, unit), row, strict=True):
+            col.append(v)
+
     index = {n: i for i, n in enumerate(names)}
     for i, a in enumerate(accounts):
         p = f"book.accounts[{i}]"
@@ -298,24 +303,14 @@ def _book_from_accounts(accounts, names, n_assets):
                 if s[k] != 0:
                     raise ConfigError(f"{p}.positions: asset {names[k]} listed twice")
                 s[k], e[k] = pos["size"], pos["entry"]
-            coll.append(a["collateral"])
-            size.append(s)
-            entry.append(e)
-            acct.append(a["id"])
-            mode.append("cross")
-            unit.append(a["id"])
+            add(a["collateral"], s, e, a["id"], "cross", a["id"])
         else:
             for j, (k, pos) in enumerate(rows):
                 if pos["margin"] is None:
                     raise ConfigError(f"{p}.positions[{j}].margin: required for an isolated position")
                 s, e = np.zeros(n_assets), np.ones(n_assets)
                 s[k], e[k] = pos["size"], pos["entry"]
-                coll.append(pos["margin"])
-                size.append(s)
-                entry.append(e)
-                acct.append(a["id"])
-                mode.append("isolated")
-                unit.append(f"{a['id']}:{names[k]}")
+                add(pos["margin"], s, e, a["id"], "isolated", f"{a['id']}:{names[k]}")
     return coll, size, entry, BookLabels(tuple(acct), tuple(mode), tuple(unit))
 
 

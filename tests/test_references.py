@@ -87,18 +87,22 @@ def _four_asset_cfg(step, horizon, innovations):
 W = np.array([1.0, -0.5, 2.0, 0.7])
 
 
+def _portfolio_loss_moments():
+    """Mean and standard deviation of the 1-day Gaussian log-return loss of portfolio W."""
+    vol = np.array([a["vol"] for a in FOUR["assets"]])
+    drift = np.array([a["drift"] for a in FOUR["assets"]])
+    cov = np.array(FOUR["correlation"]) * np.outer(vol, vol)
+    T = 1 / 365
+    return -W @ (drift - 0.5 * vol**2) * T, math.sqrt(W @ cov @ W * T)
+
+
 def test_gaussian_portfolio_expected_shortfall():
     """ES of a linear portfolio of correlated log returns (exactly Gaussian) vs the closed form."""
     cfg = _four_asset_cfg(3600.0, 86400.0, {"kind": "gaussian"})
     model, _, _ = build(cfg)
     r = _portfolio_returns(model, 100_000, 3)
     loss = -(r @ W)
-    vol = np.array([a["vol"] for a in FOUR["assets"]])
-    drift = np.array([a["drift"] for a in FOUR["assets"]])
-    cov = np.array(FOUR["correlation"]) * np.outer(vol, vol)
-    T = 1 / 365
-    mu_l = -W @ (drift - 0.5 * vol**2) * T
-    sd_l = math.sqrt(W @ cov @ W * T)
+    mu_l, sd_l = _portfolio_loss_moments()
     for alpha in (0.95, 0.99):
         z = stats.norm.ppf(alpha)
         es_ref = mu_l + sd_l * stats.norm.pdf(z) / (1 - alpha)
@@ -113,12 +117,8 @@ def test_student_t_portfolio_expected_shortfall(nu):
     model, _, _ = build(cfg)
     r = _portfolio_returns(model, 200_000, 5)
     loss = -(r @ W)
-    vol = np.array([a["vol"] for a in FOUR["assets"]])
-    drift = np.array([a["drift"] for a in FOUR["assets"]])
-    cov = np.array(FOUR["correlation"]) * np.outer(vol, vol)
-    T = 1 / 365
-    mu_l = -W @ (drift - 0.5 * vol**2) * T
-    scale = math.sqrt(W @ cov @ W * T) * math.sqrt((nu - 2) / nu)
+    mu_l, sd_l = _portfolio_loss_moments()
+    scale = sd_l * math.sqrt((nu - 2) / nu)
     alpha = 0.99
     q = stats.t.ppf(alpha, nu)
     es_std = stats.t.pdf(q, nu) / (1 - alpha) * (nu + q * q) / (nu - 1)
