@@ -9,7 +9,8 @@ import sys
 def _table(summary: dict, accounts) -> str:
     keys = ["paths", "steps", "seed", "p_any_liquidation", "expected_liquidations", "bad_debt_mean", "p_bad_debt",
             "bad_debt_var_99", "bad_debt_es_99", "bad_debt_es_99_9", "trader_loss_var_99", "trader_loss_es_99",
-            "liquidated_notional_p99", "p_insurance_fund_depleted", "path_steps_per_second"]
+            "liquidated_notional_p99", "liquidation_events_mean", "insurance_fund_drawdown_es_99",
+            "p_insurance_fund_depleted", "p_adl", "adl_mean", "uncovered_bad_debt_mean", "path_steps_per_second"]
     lines = ["venue", "-----"]
     for k in keys:
         if k in summary:

@@ -69,7 +69,10 @@ SECTIONS = {
     "tier": {"floor": (NUM, True, None), "mmr": (NUM, True, None), "imr": (NUM, True, None)},
     "liquidation": {"check_every_seconds": (NUM, False, None), "bridge": (BOOL, False, False),
                     "fee_rate": (NUM, False, 0.005), "depth_distance": (NUM, False, 0.005),
-                    "impact_exponent": (NUM, False, 0.5)},
+                    "impact_exponent": (NUM, False, 0.5), "mode": (STR, False, "full"),
+                    "buffer": (NUM, False, 0.02), "fraction": (NUM, False, 0.2),
+                    "fraction_above_notional": (NUM, False, 100_000.0), "cooldown_seconds": (NUM, False, 0.0),
+                    "adl": (BOOL, False, False)},
     "book": {"accounts": (LIST, False, []), "csv": (STR, False, None), "generate": (DICT, False, None)},
     "account": {"id": (STR, True, None), "mode": (STR, False, "cross"), "collateral": (NUM, False, None),
                 "positions": (LIST, True, None)},
@@ -392,7 +395,15 @@ def build_model(cfg: dict):
         grid, lq["check_every_seconds"], "liquidation.check_every_seconds")
     depth = _wrap("liquidation", DepthModel, arr([a["depth_usd"] for a in assets]), arr([a["spread"] for a in assets]),
                   float(lq["depth_distance"]), float(lq["impact_exponent"]))
-    liquidation = _wrap("liquidation", Liquidation, depth, arr(lq["fee_rate"]), check_every, lq["bridge"])
+    cooldown = 0
+    if lq["cooldown_seconds"]:
+        if lq["mode"] != "fraction":
+            raise ConfigError("liquidation.cooldown_seconds: applies to mode 'fraction' only")
+        cooldown = _steps(grid, lq["cooldown_seconds"], "liquidation.cooldown_seconds")
+    liquidation = _wrap("liquidation", Liquidation, depth, arr(lq["fee_rate"]), buffer=arr(lq["buffer"]),
+                        fraction=arr(lq["fraction"]), fraction_above=arr(lq["fraction_above_notional"]),
+                        check_every=check_every, bridge=lq["bridge"], mode=lq["mode"], cooldown=cooldown,
+                        adl=lq["adl"])
     b = c["book"]
     accounts = list(b["accounts"])
     if b["csv"] is not None:

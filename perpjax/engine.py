@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import random as R
+from .insurance import cover_bad_debt
 from .liquidation import Liquidation, bridge_cross_probability
 from .margin import Book, Ladder
 from .market import Basis, Funding, MarkPrice, Oracle
@@ -86,29 +87,52 @@ class _State(NamedTuple):
     basis: jax.Array  # (assets,)
     mark_state: jax.Array  # (assets,)
     premium_sum: jax.Array  # weighted premium samples this interval (assets,)
+    mark: jax.Array  # mark of the previous step (assets,)
     size: jax.Array  # (positions,) signed size still open
-    collateral: jax.Array  # (units,) USD, funding applied; equity left after a liquidation
+    collateral: jax.Array  # (units,) USD: deposits - funding + realised PnL - fees - ADL charges
     open: jax.Array  # (units,) bool
     gap: jax.Array  # equity - MM at the previous step (units,)
-    liq_step: jax.Array  # (units,) int32, 0 = not liquidated
-    fee: jax.Array  # (units,)
-    bad_debt: jax.Array  # (units,)
-    liq_notional: jax.Array  # (units,)
-    funding_paid: jax.Array  # (units,)
-    fund: jax.Array  # insurance fund change so far (scalar, USD)
+    cooldown_until: jax.Array  # (units,) int32, no liquidation before this step (partial paths)
+    acct: UnitAccounts  # (units,) running sums per unit
+    venue: VenueAccounts  # () running sums for the venue
+
+
+class UnitAccounts(NamedTuple):
+    """Per-unit running sums of a path: every term of the unit's equity change.
+
+    equity_T - equity_0 = mtm - funding_paid + basis - slippage - fee + bad_debt - adl_charge
+    (checked by the conservation tests).
+    """
+
+    liq_step: jax.Array  # int32, step of the first liquidation, 0 = never
+    liq_events: jax.Array  # int32, liquidations (partial or full)
+    fee: jax.Array  # liquidation fees paid (to the insurance fund)
+    bad_debt: jax.Array  # equity below zero written off
+    liq_notional: jax.Array  # notional filled by liquidations
+    slippage: jax.Array  # cost of forced fills vs mid
+    basis: jax.Array  # value of filling at mid rather than at mark
+    funding_paid: jax.Array
+    adl_charge: jax.Array  # paid to cover others' bad debt (auto-deleveraging)
+    mtm: jax.Array  # mark-to-market PnL of the positions held
+
+
+class VenueAccounts(NamedTuple):
+    """Venue-level running sums of a path (scalars)."""
+
+    fund: jax.Array  # insurance-fund change so far (USD): fees in, bad debt paid out
     fund_min: jax.Array  # running minimum of ``fund``
+    fund_paid: jax.Array  # bad debt paid by the fund
+    adl: jax.Array  # bad debt covered by ADL charges
+    adl_events: jax.Array  # int32, steps with an ADL
+    uncovered: jax.Array  # bad debt neither the fund nor ADL covered
 
 
 class PathOutcome(NamedTuple):
     """Per-path results of one chunk (leading dim: paths)."""
 
-    liq_step: jax.Array  # (paths, units) int32, 0 = survived
     loss: jax.Array  # (paths, units) initial equity - final equity (USD)
-    bad_debt: jax.Array  # (paths, units)
-    fee: jax.Array  # (paths, units)
-    liq_notional: jax.Array  # (paths, units)
-    funding_paid: jax.Array  # (paths, units)
-    fund_min: jax.Array  # (paths,) lowest insurance-fund change (<= 0)
+    acct: UnitAccounts  # each (paths, units)
+    venue: VenueAccounts  # each (paths,)
     log_return: jax.Array  # (paths, assets) log of final / initial true price
 
 
@@ -148,6 +172,10 @@ class _Positions(NamedTuple):
             off += k * n
         return jnp.concatenate(parts)[self.to_book]
 
+    def asset_onehot(self, dtype):
+        """(positions, assets) 0/1: which asset each position is in."""
+        return jnp.asarray(self.asset[:, None] == np.arange(self.n_assets)[None, :], dtype)
+
     def by_unit_and_asset(self, x):
         """(positions,) -> (units, assets), zero where a unit holds no position."""
         flat = jax.ops.segment_sum(x, self.unit * self.n_assets + self.asset,
@@ -183,13 +211,15 @@ def initial_state(model: RiskModel, P: _Positions, path_key) -> _State:
     basis0 = model.basis.mean.astype(dtype)
     mark_state, mark0 = model.mark.init(s0, basis0)
     equity0, mm0, _ = _margin(model, P, P.size, mark0, model.book.collateral)
-    zu = jnp.zeros((units,), dtype)
+    zu, iu, z = jnp.zeros((units,), dtype), jnp.zeros((units,), jnp.int32), jnp.zeros((), dtype)
+    acct = UnitAccounts(liq_step=iu, liq_events=iu, fee=zu, bad_debt=zu, liq_notional=zu, slippage=zu, basis=zu,
+                        funding_paid=zu, adl_charge=zu, mtm=zu)
+    venue = VenueAccounts(fund=z, fund_min=z, fund_paid=z, adl=z, adl_events=jnp.zeros((), jnp.int32), uncovered=z)
     return _State(
         draws=_draw(model, path_key, jnp.int32(1)), x=jnp.log(s0), index=s0, basis=basis0,
-        mark_state=mark_state, premium_sum=jnp.zeros_like(s0),
+        mark_state=mark_state, premium_sum=jnp.zeros_like(s0), mark=mark0,
         size=P.size, collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
-        gap=equity0 - mm0, liq_step=jnp.zeros((units,), jnp.int32), fee=zu, bad_debt=zu,
-        liq_notional=zu, funding_paid=zu, fund=jnp.zeros((), dtype), fund_min=jnp.zeros((), dtype))
+        gap=equity0 - mm0, cooldown_until=iu, acct=acct, venue=venue)
 
 
 def initial_equity(model: RiskModel):
@@ -209,8 +239,10 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     basis = model.basis.step(s.basis, d[R.BASIS], step_s) if model.basis.stochastic else s.basis
     mark_state, mark = model.mark.update(s.mark_state, index, basis, step_s)
 
-    size = s.size
-    collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, s.funding_paid
+    size, A = s.size, s.acct
+    mark_p = mark[P.asset]
+    mtm = A.mtm + P.unit_sum(size * (mark - s.mark)[P.asset])
+    collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, A.funding_paid
     if model.funding.enabled:
         fd = model.funding
         premium_sum = premium_sum + fd.sample_weight(t, basis.dtype) * basis
@@ -230,23 +262,38 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     trigger = s.open & below
     if liq.bridge:
         # Sensitivity of the gap to each asset's log price, and its variance over one step.
-        g = P.by_unit_and_asset((size - jnp.abs(size) * mmr_marginal) * mark[P.asset])
+        g = P.by_unit_and_asset((size - jnp.abs(size) * mmr_marginal) * mark_p)
         var = jnp.einsum("ua,ab,ub->u", g, model.prices.covariance() * dt, g)
         p_cross = bridge_cross_probability(s.gap, gap, var)
         trigger = trigger | (s.open & (d[R.BRIDGE] < p_cross))
+    if liq.cooldown:
+        trigger = trigger & (t >= s.cooldown_until)
 
     mid = true_price * (1.0 + basis)
-    left, fee, bad, notional = liq.close_out(collateral, size, P.entry, mid[P.asset], P.asset, P.unit_sum)
-    fund = s.fund + jnp.sum(jnp.where(trigger, fee - bad, 0.0))
+    f = liq.execute(trigger, collateral, size, P.entry, mid[P.asset], mark_p, P.asset, P.unit, P.unit_sum,
+                    model.ladder)
+    V = s.venue
+    fund = V.fund + jnp.sum(f.fee)
+    c = cover_bad_debt(f.bad_debt, model.insurance_fund + fund, adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
+                       size_before=size, size=f.size, collateral=f.collateral, entry=P.entry, mark=mark_p,
+                       asset_onehot=P.asset_onehot(mark.dtype), unit=P.unit, unit_sum=P.unit_sum)
+    fund = fund - c.fund_paid
+    ti = t.astype(jnp.int32)
+    acct = UnitAccounts(
+        liq_step=jnp.where(trigger & (A.liq_step == 0), ti, A.liq_step),
+        liq_events=A.liq_events + trigger.astype(jnp.int32), fee=A.fee + f.fee, bad_debt=A.bad_debt + f.bad_debt,
+        liq_notional=A.liq_notional + f.notional, slippage=A.slippage + f.slippage, basis=A.basis + f.basis,
+        funding_paid=funding_paid, adl_charge=A.adl_charge + c.charge, mtm=mtm)
+    venue = VenueAccounts(fund=fund, fund_min=jnp.minimum(V.fund_min, fund), fund_paid=V.fund_paid + c.fund_paid,
+                          adl=V.adl + jnp.sum(c.charge), adl_events=V.adl_events + (jnp.sum(c.charge) > 0),
+                          uncovered=V.uncovered + c.uncovered)
     new = _State(
         draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state,
-        premium_sum=premium_sum,
-        size=jnp.where(trigger[P.unit], 0.0, size),
-        collateral=jnp.where(trigger, left, collateral), open=s.open & ~trigger, gap=gap,
-        liq_step=jnp.where(trigger, t.astype(jnp.int32), s.liq_step),
-        fee=jnp.where(trigger, fee, s.fee), bad_debt=jnp.where(trigger, bad, s.bad_debt),
-        liq_notional=jnp.where(trigger, notional, s.liq_notional), funding_paid=funding_paid,
-        fund=fund, fund_min=jnp.minimum(s.fund_min, fund))
+        premium_sum=premium_sum, mark=mark, size=c.size, collateral=c.collateral,
+        open=P.unit_sum(jnp.abs(c.size)) > 0, gap=gap,
+        cooldown_until=jnp.where(trigger & ~f.full, ti + liq.cooldown, s.cooldown_until) if liq.cooldown
+        else s.cooldown_until,
+        acct=acct, venue=venue)
     # The carry keeps its dtypes (float32 stays float32 when x64 is enabled).
     return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, s)
 
@@ -257,18 +304,9 @@ def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome
     s0 = initial_state(model, P, path_key)
     ts = jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32)
     s, _ = jax.lax.scan(lambda c, t: (_step(model, P, path_key, c, t), None), s0, ts, unroll=unroll)
-    mark_T = _final_mark(model, s)
-    equity_T = s.collateral + P.unit_sum(s.size * (mark_T[P.asset] - P.entry))
+    equity_T = s.collateral + P.unit_sum(s.size * (s.mark[P.asset] - P.entry))
     loss = initial_equity(model) - equity_T
-    return PathOutcome(liq_step=s.liq_step, loss=loss, bad_debt=s.bad_debt, fee=s.fee,
-                       liq_notional=s.liq_notional, funding_paid=s.funding_paid, fund_min=s.fund_min,
-                       log_return=s.x - jnp.log(model.prices.s0))
-
-
-def _final_mark(model: RiskModel, s: _State):
-    if model.mark.kind == "premium_ema":
-        return s.index * (1.0 + s.mark_state)
-    return s.mark_state
+    return PathOutcome(loss=loss, acct=s.acct, venue=s.venue, log_return=s.x - jnp.log(model.prices.s0))
 
 
 @eqx.filter_jit
@@ -285,6 +323,15 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1)
     return jax.vmap(lambda k: simulate_path(model, k, unroll=unroll))(keys)
 
 
+UnitPaths = NamedTuple("UnitPaths", [(f, np.ndarray) for f in (
+    "loss", *UnitAccounts._fields, *(f"venue_{v}" for v in VenueAccounts._fields), "log_return")])
+UnitPaths.__doc__ = "Per-path arrays of a run, flattened: (paths, units) per unit field, (paths,) venue_*."
+
+
+def _flatten(out: PathOutcome) -> UnitPaths:
+    return UnitPaths(out.loss, *out.acct, *out.venue, out.log_return)
+
+
 class Outcome(NamedTuple):
     """Results of a whole run, reduced over chunks on the host (numpy, float64).
 
@@ -294,23 +341,32 @@ class Outcome(NamedTuple):
 
     n_paths: int
     n_steps: int
-    liq_count: np.ndarray  # (units,)
-    liq_step_sum: np.ndarray  # (units,) sum of liquidation steps over liquidated paths
+    liq_count: np.ndarray  # (units,) paths on which the unit was liquidated at least once
+    liq_step_sum: np.ndarray  # (units,) sum of first-liquidation steps over those paths
     loss_sum: np.ndarray  # (units,)
     loss_sq_sum: np.ndarray
     bad_debt_sum: np.ndarray
     bad_debt_sq_sum: np.ndarray
     fee_sum: np.ndarray
     funding_sum: np.ndarray
+    liq_events_sum: np.ndarray  # (units,) liquidation events (partial ones included)
+    slippage_sum: np.ndarray
+    adl_charge_sum: np.ndarray
+    adl_count: np.ndarray  # (units,) paths on which the unit paid an ADL charge
     path_bad_debt: np.ndarray  # (paths,)
     path_trader_loss: np.ndarray  # (paths,)
     path_liq_notional: np.ndarray  # (paths,)
-    path_n_liquidations: np.ndarray  # (paths,)
+    path_n_liquidations: np.ndarray  # (paths,) units liquidated at least once
+    path_liq_events: np.ndarray  # (paths,)
     path_fees: np.ndarray  # (paths,)
-    path_fund_min: np.ndarray  # (paths,)
+    path_slippage: np.ndarray  # (paths,)
+    path_fund_min: np.ndarray  # (paths,) lowest insurance-fund change (<= 0)
+    path_fund_paid: np.ndarray  # (paths,) bad debt the fund paid
+    path_adl: np.ndarray  # (paths,) bad debt covered by ADL
+    path_uncovered: np.ndarray  # (paths,) bad debt neither covered
     path_funding_net: np.ndarray  # (paths,) sum of funding paid by the book (to the rest of the market)
     path_log_return: np.ndarray  # (paths, assets)
-    unit_paths: PathOutcome | None  # per-path per-unit arrays when requested
+    unit_paths: UnitPaths | None  # per-path per-unit arrays when requested
 
 
 def carry_bytes_per_path(model: RiskModel) -> int:
@@ -346,40 +402,41 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     chunk = min(chunk_size, n_paths)
     key = R.seed_key(seed)
     units = model.n_units
-    acc = {k: np.zeros(units) for k in ("liq_count", "liq_step_sum", "loss_sum", "loss_sq_sum", "bad_debt_sum",
-                                        "bad_debt_sq_sum", "fee_sum", "funding_sum")}
-    per_path = {k: [] for k in ("path_bad_debt", "path_trader_loss", "path_liq_notional", "path_n_liquidations",
-                                "path_fees", "path_fund_min", "path_funding_net", "path_log_return")}
+    acc = {k: np.zeros(units) for k in Outcome._fields if k.endswith(("_sum", "_count"))}
+    per_path = {k: [] for k in Outcome._fields if k.startswith("path_")}
     kept = []
     for start in range(0, n_paths, chunk):
         n = min(chunk, n_paths - start)
         out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
-        out = jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out)
-        liq = out.liq_step > 0
-        loss = out.loss.astype(np.float64)
-        bad = out.bad_debt.astype(np.float64)
+        u = _flatten(jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out))
+        f64 = {k: getattr(u, k).astype(np.float64) for k in UnitPaths._fields}
+        liq = u.liq_step > 0
         acc["liq_count"] += liq.sum(0)
-        acc["liq_step_sum"] += out.liq_step.sum(0)
-        acc["loss_sum"] += loss.sum(0)
-        acc["loss_sq_sum"] += (loss**2).sum(0)
-        acc["bad_debt_sum"] += bad.sum(0)
-        acc["bad_debt_sq_sum"] += (bad**2).sum(0)
-        acc["fee_sum"] += out.fee.astype(np.float64).sum(0)
-        acc["funding_sum"] += out.funding_paid.astype(np.float64).sum(0)
-        per_path["path_bad_debt"].append(bad.sum(1))
-        per_path["path_trader_loss"].append(loss.sum(1))
-        per_path["path_liq_notional"].append(out.liq_notional.astype(np.float64).sum(1))
-        per_path["path_n_liquidations"].append(liq.sum(1))
-        per_path["path_fees"].append(out.fee.astype(np.float64).sum(1))
-        per_path["path_fund_min"].append(out.fund_min.astype(np.float64))
-        per_path["path_funding_net"].append(out.funding_paid.astype(np.float64).sum(1))
-        per_path["path_log_return"].append(out.log_return.astype(np.float64))
+        acc["liq_step_sum"] += u.liq_step.sum(0)
+        acc["loss_sum"] += f64["loss"].sum(0)
+        acc["loss_sq_sum"] += (f64["loss"] ** 2).sum(0)
+        acc["bad_debt_sum"] += f64["bad_debt"].sum(0)
+        acc["bad_debt_sq_sum"] += (f64["bad_debt"] ** 2).sum(0)
+        acc["fee_sum"] += f64["fee"].sum(0)
+        acc["funding_sum"] += f64["funding_paid"].sum(0)
+        acc["liq_events_sum"] += f64["liq_events"].sum(0)
+        acc["slippage_sum"] += f64["slippage"].sum(0)
+        acc["adl_charge_sum"] += f64["adl_charge"].sum(0)
+        acc["adl_count"] += (u.adl_charge > 0).sum(0)
+        for k, v in (("bad_debt", f64["bad_debt"].sum(1)), ("trader_loss", f64["loss"].sum(1)),
+                     ("liq_notional", f64["liq_notional"].sum(1)), ("n_liquidations", liq.sum(1)),
+                     ("liq_events", u.liq_events.sum(1)), ("fees", f64["fee"].sum(1)),
+                     ("slippage", f64["slippage"].sum(1)), ("fund_min", f64["venue_fund_min"]),
+                     ("fund_paid", f64["venue_fund_paid"]), ("adl", f64["venue_adl"]),
+                     ("uncovered", f64["venue_uncovered"]), ("funding_net", f64["funding_paid"].sum(1)),
+                     ("log_return", f64["log_return"])):
+            per_path[f"path_{k}"].append(v)
         if keep_unit_paths:
-            kept.append(out)
+            kept.append(u)
         if progress is not None:
             progress(start + n, n_paths)
     unit_paths = None
     if keep_unit_paths:
-        unit_paths = PathOutcome(*(np.concatenate(xs) for xs in zip(*kept, strict=False)))
+        unit_paths = UnitPaths(*(np.concatenate(xs) for xs in zip(*kept, strict=True)))
     return Outcome(n_paths=n_paths, n_steps=model.grid.n_steps, **acc,
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)

@@ -20,6 +20,8 @@ equity below zero after the fill is bad debt, which the insurance fund covers.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -62,50 +64,160 @@ class DepthModel(eqx.Module):
         return 0.5 * spread + reach / (1.0 + self.exponent)
 
 
+MODES = ("full", "buffer", "tier_step", "fraction")
+
+
+class Fills(NamedTuple):
+    """What one liquidation pass did, per unit (zeros where nothing was closed)."""
+
+    size: jax.Array  # (positions,) size left open
+    collateral: jax.Array  # (units,) collateral after realised PnL and fee (>= 0)
+    fee: jax.Array  # (units,) liquidation fee to the insurance fund
+    bad_debt: jax.Array  # (units,) equity below zero written off (the fund / ADL cover it)
+    notional: jax.Array  # (units,) filled notional
+    slippage: jax.Array  # (units,) cost of the fill vs mid: sum |q| mid slip
+    basis: jax.Array  # (units,) sum q (mid - mark): value of filling at mid rather than mark
+    full: jax.Array  # (units,) bool, the unit was closed out entirely
+
+
 class Liquidation(eqx.Module):
-    """Trigger and execution of a full close.
+    """Trigger and execution: full close or one of the partial liquidation paths.
+
+    Modes (DOMAIN.md §4):
+        * ``full``: close every position of the unit at the depth-model fill.
+        * ``buffer`` (Drift style): close the smallest pro-rata fraction of every
+          position of the unit that restores ``equity >= MM + buffer * notional``
+          at mark after paying slippage and fee (bisection, 2^-14 resolution,
+          rounded up so health is restored).
+        * ``tier_step`` (Binance / BitMEX style): each position is cut to the
+          floor of its tier, i.e. steps down one tier per check; a position in the
+          first tier is closed in full.
+        * ``fraction`` (Hyperliquid style): positions with notional above
+          ``fraction_above`` lose ``fraction`` of their size per liquidation, then
+          the unit waits ``cooldown`` steps; smaller positions close in full.
+        In every mode, a unit whose equity at the fill would be negative is
+        closed in full (bankruptcy) and the shortfall is bad debt.
 
     Attributes:
         depth: the book the forced order walks.
         fee_rate: liquidation fee (fraction of filled notional), to the insurance fund.
+        buffer: ``buffer`` mode's margin buffer (fraction of remaining notional).
+        fraction: ``fraction`` mode's share of size closed per step, in (0, 1].
+        fraction_above: ``fraction`` mode's notional threshold (USD).
         check_every: the engine checks margin every ``check_every`` steps (discrete monitoring).
         bridge: continuous monitoring between steps through the Brownian-bridge
             crossing probability of the margin gap (requires ``check_every == 1``).
+        mode: one of ``MODES``.
+        cooldown: steps a unit waits after a partial liquidation (``fraction`` mode).
+        adl: auto-deleverage profitable opposite positions when the insurance fund cannot cover bad debt.
     """
 
     depth: DepthModel
     fee_rate: jax.Array
+    buffer: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
+    fraction: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(1.0))
+    fraction_above: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
     check_every: int = eqx.field(static=True, default=1)
     bridge: bool = eqx.field(static=True, default=False)
+    mode: str = eqx.field(static=True, default="full")
+    cooldown: int = eqx.field(static=True, default=0)
+    adl: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
-        if concrete(self.fee_rate):
+        if concrete(self.fee_rate, self.buffer, self.fraction, self.fraction_above):
             nonneg("fee_rate", self.fee_rate)
+            nonneg("buffer", self.buffer)
+            nonneg("fraction_above", self.fraction_above)
+            f = float(self.fraction)
+            if not 0 < f <= 1:
+                raise ValueError(f"fraction: must lie in (0, 1] (got {f})")
         if not (isinstance(self.check_every, int) and self.check_every >= 1):
             raise ValueError(f"check_every: must be an integer >= 1 (got {self.check_every})")
         if self.bridge and self.check_every != 1:
             raise ValueError("bridge: the bridge correction models continuous monitoring; it needs check_every = 1")
+        if self.mode not in MODES:
+            raise ValueError(f"mode: must be one of {MODES} (got {self.mode!r})")
+        if not (isinstance(self.cooldown, int) and self.cooldown >= 0):
+            raise ValueError(f"cooldown: must be an integer number of steps >= 0 (got {self.cooldown})")
 
-    def close_out(self, collateral, size, entry, mid, asset, unit_sum):
-        """Close every position of each unit at the depth-model fill.
+    def _fill(self, q, mid, mark, entry, asset):
+        """Fill signed closing sizes ``q`` (positions,) into the book around ``mid``."""
+        slip = self.depth.slippage(jnp.abs(q) * mid, asset)
+        fill = mid * (1.0 - jnp.sign(q) * slip)
+        return fill, jnp.abs(q) * mid * slip
+
+    def execute(self, trigger, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder):
+        """Liquidate the triggered units by the configured path.
 
         Args:
-            collateral: (units,) USD, funding already applied.
-            size, entry: (positions,) signed size and entry price of each open position.
-            mid: (positions,) perp mid of each position's asset.
-            asset: (positions,) asset index of each position (selects its depth).
-            unit_sum: maps a (positions,) array to its (units,) sums.
-
-        Returns:
-            equity_after_fee (units,) >= 0, fee (units,), bad_debt (units,), notional (units,).
+            trigger: (units,) bool.
+            collateral: (units,) USD, funding applied.
+            size, entry: (positions,) open size and entry price.
+            mid, mark: (positions,) perp mid and mark of each position's asset.
+            asset, unit: (positions,) indices; ``unit_sum`` maps (positions,) to (units,).
+            ladder: the ``margin.Ladder`` (tier floors for ``tier_step``, MM for ``buffer``).
         """
-        notional_mid = jnp.abs(size) * mid
-        fill = mid * (1.0 - jnp.sign(size) * self.depth.slippage(notional_mid, asset))
-        equity_fill = collateral + unit_sum(size * (fill - entry))
-        notional = unit_sum(jnp.abs(size) * fill)
-        fee = jnp.clip(self.fee_rate * notional, 0.0, jnp.maximum(equity_fill, 0.0))
-        bad_debt = jnp.maximum(-equity_fill, 0.0)
-        return jnp.maximum(equity_fill, 0.0) - fee, fee, bad_debt, notional
+        trig_p = trigger[unit]
+        if self.mode == "full":
+            go_full = trigger
+            q = jnp.where(trig_p, size, 0.0)
+        else:
+            frac = self._close_fraction(collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder)
+            q_part = jnp.where(trig_p, size * frac, 0.0)
+            part = self._settle(q_part, collateral, size, entry, mid, mark, asset, unit_sum)
+            # Bankrupt at the partial fill, or nothing left: close in full instead.
+            left_any = unit_sum(jnp.abs(size - q_part)) > 0
+            go_full = trigger & ((part[1] < 0) | ~left_any)
+            q = jnp.where(go_full[unit], size, q_part)
+        new_size, eq_after, notional, slip_cost, basis_gain, realized = self._settle(
+            q, collateral, size, entry, mid, mark, asset, unit_sum)
+        # eq_after: equity at mark after the fill (remaining positions at mark), before fee.
+        fee = jnp.clip(self.fee_rate * notional, 0.0, jnp.maximum(eq_after, 0.0))
+        bad = jnp.where(go_full, jnp.maximum(-eq_after, 0.0), 0.0)
+        new_coll = jnp.where(go_full, jnp.maximum(eq_after, 0.0), collateral + realized) - fee
+        z = jnp.zeros_like(fee)
+        on = trigger
+        return Fills(size=new_size, collateral=jnp.where(on, new_coll, collateral), fee=jnp.where(on, fee, z),
+                     bad_debt=jnp.where(on, bad, z), notional=jnp.where(on, notional, z),
+                     slippage=jnp.where(on, slip_cost, z), basis=jnp.where(on, basis_gain, z), full=go_full)
+
+    def _settle(self, q, collateral, size, entry, mid, mark, asset, unit_sum):
+        fill, slip_cost = self._fill(q, mid, mark, entry, asset)
+        realized = unit_sum(q * (fill - entry))
+        new_size = size - q
+        eq_after = collateral + realized + unit_sum(new_size * (mark - entry))
+        notional = unit_sum(jnp.abs(q) * fill)
+        return new_size, eq_after, notional, unit_sum(slip_cost), unit_sum(q * (mid - mark)), realized
+
+    def _close_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder):
+        """Fraction of each position's size to close, (positions,)."""
+        if self.mode == "full":
+            return jnp.ones_like(size)
+        notional = jnp.abs(size) * mark
+        if self.mode == "fraction":
+            return jnp.where(notional > self.fraction_above, self.fraction, 1.0)
+        if self.mode == "tier_step":
+            floors = ladder.floors[asset]  # (positions, tiers)
+            floor_k = jnp.max(jnp.where(notional[:, None] >= floors, floors, 0.0), axis=-1)
+            return jnp.where(floor_k > 0, 1.0 - floor_k / jnp.maximum(notional, 1e-30), 1.0)
+        # buffer: smallest pro-rata f with equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest).
+        def healthy(f_u):
+            q = size * f_u[unit]
+            fill, _ = self._fill(q, mid, mark, entry, asset)
+            rest = size - q
+            eq = (collateral + unit_sum(q * (fill - entry)) + unit_sum(rest * (mark - entry))
+                  - self.fee_rate * unit_sum(jnp.abs(q) * fill))
+            n_rest = jnp.abs(rest) * mark
+            need = unit_sum(ladder.maintenance_and_rate(n_rest, asset)[0] + self.buffer * n_rest)
+            return eq >= need
+
+        n_units = collateral.shape[0]
+        lo, hi = jnp.zeros((n_units,), size.dtype), jnp.ones((n_units,), size.dtype)
+        for _ in range(14):
+            midf = 0.5 * (lo + hi)
+            ok = healthy(midf)
+            hi, lo = jnp.where(ok, midf, hi), jnp.where(ok, lo, midf)
+        return hi[unit]
 
 
 def bridge_cross_probability(gap0, gap1, variance):

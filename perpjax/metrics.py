@@ -69,12 +69,25 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     for q in (0.5, 0.9, 0.99, 0.999):
         s[f"liquidated_notional_p{_level_key(q)}"] = float(np.quantile(out.path_liq_notional, q))
     s["liquidated_notional_mean"] = float(out.path_liq_notional.mean())
+    s["liquidation_events_mean"] = float(out.path_liq_events.mean())
+    s["slippage_mean"] = float(out.path_slippage.mean())
     fund = float(cfg["insurance_fund"])
     s["insurance_fund"] = fund
-    if fund > 0:
-        dep = out.path_fund_min < -fund
-        s["p_insurance_fund_depleted"] = float(dep.mean())
-        s["p_insurance_fund_depleted_se"] = float(math.sqrt(dep.mean() * (1 - dep.mean()) / n))
+    # Drawdown of the fund (USD below its starting balance, >= 0) and its tail.
+    drawdown = -np.minimum(out.path_fund_min, 0.0)
+    for a in LEVELS:
+        v, e, vse, ese = var_es(drawdown, a)
+        k = _level_key(a)
+        s[f"insurance_fund_drawdown_var_{k}"], s[f"insurance_fund_drawdown_es_{k}"] = v, e
+        s[f"insurance_fund_drawdown_var_{k}_se"], s[f"insurance_fund_drawdown_es_{k}_se"] = vse, ese
+    short = (out.path_adl + out.path_uncovered) > 0  # the fund could not pay some bad debt
+    s["p_insurance_fund_depleted"] = float(short.mean())
+    s["p_insurance_fund_depleted_se"] = float(math.sqrt(short.mean() * (1 - short.mean()) / n))
+    s["p_adl"] = float((out.path_adl > 0).mean())
+    s["adl_mean"] = float(out.path_adl.mean())
+    s["adl_p99"] = float(np.quantile(out.path_adl, 0.99))
+    s["uncovered_bad_debt_mean"] = float(out.path_uncovered.mean())
+    s["p_uncovered_bad_debt"] = float((out.path_uncovered > 0).mean())
     lo, hi = wilson(out.liq_count, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         t_liq = np.where(out.liq_count > 0, out.liq_step_sum / np.maximum(out.liq_count, 1) * step_s / 3600.0, np.nan)
@@ -91,11 +104,17 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
             np.maximum(out.bad_debt_sq_sum / n - (out.bad_debt_sum / n) ** 2, 0) / max(n - 1, 1)),
         "expected_fee": out.fee_sum / n,
         "expected_funding_paid": out.funding_sum / n,
+        "expected_liquidation_events": out.liq_events_sum / n,
+        "expected_slippage": out.slippage_sum / n,
+        "p_adl": out.adl_count / n,
+        "expected_adl_charge": out.adl_charge_sum / n,
     })
     paths = pd.DataFrame({"bad_debt": out.path_bad_debt, "trader_loss": out.path_trader_loss,
                           "liquidated_notional": out.path_liq_notional, "liquidations": out.path_n_liquidations,
-                          "fees": out.path_fees, "insurance_fund_min_change": out.path_fund_min,
-                          "funding_paid": out.path_funding_net})
+                          "liquidation_events": out.path_liq_events, "fees": out.path_fees,
+                          "slippage": out.path_slippage, "insurance_fund_min_change": out.path_fund_min,
+                          "insurance_fund_paid": out.path_fund_paid, "adl": out.path_adl,
+                          "uncovered_bad_debt": out.path_uncovered, "funding_paid": out.path_funding_net})
     for i, name in enumerate(cfg["asset_names"]):
         paths[f"log_return_{name}"] = out.path_log_return[:, i]
     return s, accounts, paths
