@@ -37,7 +37,27 @@ def main(argv=None) -> int:
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mark.window_seconds=300 (repeatable)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--compare-modes", metavar="M1,M2,...",
+                   help="run these liquidation modes (full, buffer, tier_step, fraction) on the same random "
+                        "paths and print their venue metrics side by side")
+    lp = sub.add_parser("liq-price", help="exact liquidation and bankruptcy price of one position (no Monte Carlo)")
+    lp.add_argument("--venue", required=True, help="binance_usdm, hyperliquid or dydx_v4")
+    lp.add_argument("--symbol", required=True, help="e.g. BTCUSDT (binance_usdm), BTC (hyperliquid), BTC-USD (dydx_v4)")
+    lp.add_argument("--side", required=True, choices=["long", "short"])
+    lp.add_argument("--size", type=float, required=True, help="position size in base units (> 0)")
+    lp.add_argument("--entry", type=float, required=True, help="entry price (USD)")
+    lp.add_argument("--wallet", type=float, required=True,
+                    help="wallet balance (cross) or isolated margin (USD); dYdX: equity")
+    lp.add_argument("--other-mm", type=float, default=0.0, help="maintenance margin of the account's other positions")
+    lp.add_argument("--other-upnl", type=float, default=0.0, help="unrealised PnL of the account's other positions")
+    fr = sub.add_parser("funding-rate", help="funding rate of one interval from premium samples (no Monte Carlo)")
+    fr.add_argument("--venue", required=True, help="binance_usdm or hyperliquid")
+    fr.add_argument("premiums", nargs="+", type=float, help="premium index samples in time order (fractions)")
     args = p.parse_args(argv)
+    if args.cmd == "liq-price":
+        return _liq_price(args)
+    if args.cmd == "funding-rate":
+        return _funding_rate(args)
 
     from .config import ConfigError, build_model, load_config
 
@@ -63,12 +83,96 @@ def main(argv=None) -> int:
         if bar is not None:
             bar.update(done - bar.n)
 
+    if args.compare_modes:
+        return _compare(cfg, args, progress, bar)
     res = run(cfg, progress=progress)
     if bar is not None:
         bar.close()
     res.write(args.out)
     print(_table(res.summary, res.accounts))
     print(f"\nwrote {args.out}/summary.json, accounts.csv, manifest.json")
+    return 0
+
+
+COMPARE_KEYS = ["p_any_liquidation", "liquidation_events_mean", "liquidated_notional_mean", "liquidated_notional_p99",
+                "slippage_mean", "fees_mean", "bad_debt_mean", "bad_debt_es_99", "insurance_fund_drawdown_es_99",
+                "p_insurance_fund_depleted", "p_adl", "adl_mean", "uncovered_bad_debt_mean", "trader_loss_mean",
+                "trader_loss_es_99"]
+
+
+def _compare(cfg, args, progress, bar) -> int:
+    import copy
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .api import run
+    from .config import ConfigError, build_model
+    from .io import atomic_write_text
+
+    modes = [m.strip() for m in args.compare_modes.split(",") if m.strip()]
+    cfgs = {}
+    for m in modes:
+        c = copy.deepcopy(cfg)
+        c.setdefault("liquidation", {})["mode"] = m
+        try:
+            build_model(c)
+        except ConfigError as e:
+            print(f"perpjax: config error: --compare-modes {m}: {e}", file=sys.stderr)
+            return 2
+        cfgs[m] = c
+    cols = {}
+    for m, c in cfgs.items():
+        if bar is not None:
+            bar.reset()
+            bar.set_description(m)
+        res = run(c, progress=progress)
+        res.write(Path(args.out) / m)
+        cols[m] = {k: res.summary.get(k) for k in COMPARE_KEYS}
+    if bar is not None:
+        bar.close()
+    table = pd.DataFrame(cols)
+    atomic_write_text(Path(args.out) / "compare.csv", table.to_csv())
+    print(f"liquidation paths on the same {cfg.get('paths', 100_000):,} random paths (seed {cfg.get('seed', 0)})")
+    print(table.to_string(float_format=lambda x: f"{x:,.5g}"))
+    print(f"\nwrote {args.out}/compare.csv and one folder per mode")
+    return 0
+
+
+def _liq_price(a) -> int:
+    from . import venues
+
+    try:
+        br = venues.brackets(a.venue, a.symbol)
+        if a.venue == "binance_usdm":
+            lp = venues.binance_liquidation_price(a.wallet, a.size, a.entry, a.side, br, a.other_mm, a.other_upnl)
+        elif a.venue == "hyperliquid":
+            lp = venues.hyperliquid_liquidation_price(a.wallet + a.other_upnl - a.other_mm, a.size, a.entry, a.side, br)
+        else:
+            signed = a.size if a.side == "long" else -a.size
+            lp = venues.dydx_liquidation_price(a.wallet, signed, a.entry, float(br.mmr[0]), a.other_mm)
+        bk = venues.bankruptcy_price(a.wallet + a.other_upnl - a.other_mm, a.size, a.entry, a.side)
+    except ValueError as e:
+        print(f"perpjax: input error: {e}", file=sys.stderr)
+        return 2
+    k = br.tier(a.size * lp) if lp > 0 else None
+    print(f"venue {a.venue}  symbol {a.symbol}  {a.side} {a.size:g} @ {a.entry:,.2f}  wallet {a.wallet:,.2f}")
+    print(f"  liquidation price   {lp:,.2f}" if lp > 0 else "  liquidation price   -- (cannot be liquidated)")
+    if k is not None:
+        print(f"  bracket at LP       {k + 1} (floor {br.floors[k]:,.0f}, MMR {br.mmr[k]:.4%}, cum {br.cum[k]:,.2f})")
+    print(f"  bankruptcy price    {bk:,.2f}" if bk > 0 else "  bankruptcy price    -- (none)")
+    return 0
+
+
+def _funding_rate(a) -> int:
+    from . import venues
+
+    try:
+        r = venues.funding_rate(a.premiums, a.venue)
+    except ValueError as e:
+        print(f"perpjax: input error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.venue} funding rate {r:.10f} ({r:.6%}) from {len(a.premiums)} premium samples")
     return 0
 
 

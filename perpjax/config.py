@@ -24,6 +24,7 @@ from .liquidation import DepthModel, Liquidation
 from .margin import Book, BookLabels, Ladder, generate_book
 from .market import Basis, Funding, MarkPrice, Oracle
 from .paths import PriceModel, TimeGrid
+from .venues import preset_ladder
 
 
 class ConfigError(ValueError):
@@ -65,7 +66,7 @@ SECTIONS = {
     "funding": {"enabled": (BOOL, False, True), "interval_seconds": (NUM, False, 28800.0),
                 "interest": (NUM, False, 1e-4), "clamp": (NUM, False, 5e-4), "cap": (NUM, False, 7.5e-3),
                 "quantum": (NUM, False, 0.0), "rounding": (STR, False, "nearest"), "price": (STR, False, "mark"),
-                "weighting": (STR, False, "linear")},
+                "weighting": (STR, False, "linear"), "scale": (NUM, False, 1.0)},
     "tier": {"floor": (NUM, True, None), "mmr": (NUM, True, None), "imr": (NUM, True, None)},
     "liquidation": {"check_every_seconds": (NUM, False, None), "bridge": (BOOL, False, False),
                     "fee_rate": (NUM, False, 0.005), "depth_distance": (NUM, False, 0.005),
@@ -238,6 +239,11 @@ def resolve(cfg: dict) -> dict:
         raise ConfigError(f"ladders.{extra[0]}: not an asset (assets: {', '.join(names)})")
     for name in names:
         tiers = c["ladders"][name]
+        if isinstance(tiers, str):  # a venue preset, "venue:SYMBOL"
+            try:
+                tiers = preset_ladder(tiers)
+            except ValueError as e:
+                raise ConfigError(f"ladders.{name}: {e}") from None
         if not isinstance(tiers, list) or not tiers:
             raise ConfigError(f"ladders.{name}: must be a non-empty list of tiers")
         c["ladders"][name] = [check_section(t, SECTIONS["tier"], f"ladders.{name}[{k}]") for k, t in enumerate(tiers)]
@@ -384,7 +390,8 @@ def build_model(cfg: dict):
     f = c["funding"]
     funding = _wrap("funding", Funding, arr(f["interest"]), arr(f["clamp"]), arr(f["cap"]),
                     _steps(grid, f["interval_seconds"], "funding.interval_seconds") if f["enabled"] else 1,
-                    float(f["quantum"]), f["rounding"], f["price"], f["weighting"], f["enabled"])
+                    scale=float(f["scale"]), quantum=float(f["quantum"]), rounding=f["rounding"], price=f["price"],
+                    weighting=f["weighting"], enabled=f["enabled"])
     tiers = []
     for name in names:
         t = c["ladders"][name]

@@ -61,4 +61,6 @@ def cover_bad_debt(bad, balance, *, adl: bool, bankrupt, size_before, size, coll
     hit = (charge > 0)[unit] & opposite
     realized = unit_sum(jnp.where(hit, pnl, 0.0))
     new_size = jnp.where(hit, 0.0, size)
-    return Cover(fund_paid, charge, new_size, collateral + realized - charge, rest - jnp.sum(charge))
+    # What ADL cannot cover: the shortfall beyond all counterparties' capacity (no rounding residue).
+    uncovered = jnp.maximum(rest - jnp.sum(cap), 0.0)
+    return Cover(fund_paid, charge, new_size, collateral + realized - charge, uncovered)

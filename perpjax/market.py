@@ -144,7 +144,7 @@ class Funding(eqx.Module):
 
     Per interval: ``P = weighted mean of premium samples`` (one sample per step;
     ``linear`` weights 1, 2, ..., n as Binance, or ``uniform``);
-    ``F = P + clamp(I - P, -clamp, +clamp)``, clipped to ``±cap``, rounded to
+    ``F = scale * (P + clamp(I - P, -clamp, +clamp))``, clipped to ``±cap``, rounded to
     ``quantum`` in direction ``rounding``. Each position pays
     ``size * price * F`` at the interval's end (longs pay shorts when F > 0),
     ``price`` being the mark or the oracle index.
@@ -153,6 +153,8 @@ class Funding(eqx.Module):
         interest: interest rate per interval I (fraction; 1e-4 = 0.01%).
         clamp: bound on I - P (fraction).
         cap: absolute cap on F (fraction per interval).
+        scale: factor on the clamped rate: 1 (Binance 8 h), N/8 for Binance N-hour
+            intervals, 1/8 for Hyperliquid's hourly payment of the 8-hour rate.
         interval_steps: steps per funding interval (static).
         quantum: rounding quantum of F (0 = none).
         rounding: rounding direction.
@@ -165,6 +167,7 @@ class Funding(eqx.Module):
     clamp: jax.Array
     cap: jax.Array
     interval_steps: int = eqx.field(static=True, default=480)
+    scale: float = eqx.field(static=True, default=1.0)
     quantum: float = eqx.field(static=True, default=0.0)
     rounding: str = eqx.field(static=True, default="nearest")
     price: str = eqx.field(static=True, default="mark")
@@ -180,6 +183,8 @@ class Funding(eqx.Module):
             raise ValueError(f"interval_steps: must be an integer >= 1 (got {self.interval_steps})")
         if not (self.quantum >= 0 and math.isfinite(self.quantum)):
             raise ValueError(f"quantum: must be >= 0 (got {self.quantum})")
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise ValueError(f"scale: must be > 0 (got {self.scale})")
         if self.rounding not in ROUNDING:
             raise ValueError(f"rounding: must be one of {ROUNDING}, got {self.rounding!r}")
         if self.price not in ("mark", "index"):
@@ -201,7 +206,7 @@ class Funding(eqx.Module):
     def rate(self, premium_avg):
         """Funding rate per interval from the averaged premium."""
         f = premium_avg + jnp.clip(self.interest - premium_avg, -self.clamp, self.clamp)
-        f = jnp.clip(f, -self.cap, self.cap)
+        f = jnp.clip(self.scale * f, -self.cap, self.cap)
         return round_to_quantum(f, self.quantum, self.rounding)
 
     def is_payment_step(self, t):

@@ -97,3 +97,20 @@ def test_shipped_scenarios_resolve(path):
 
     model, labels, resolved = build_model(load_config(path))
     assert model.n_units == len(labels.unit) >= 1
+
+
+def test_compare_modes_side_by_side(tmp_path, capsys):
+    code = main(["simulate", "--paths", "64", "--out", str(tmp_path), "--no-progress", *SHORT,
+                 "--compare-modes", "full,fraction", "--set", "liquidation.adl=true"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "full" in out and "fraction" in out and "liquidation_events_mean" in out
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "compare.csv", index_col=0)
+    assert list(table.columns) == ["full", "fraction"]
+    assert (tmp_path / "fraction" / "summary.json").exists()
+    # Same random paths: the first liquidation happens on the same paths whatever the path taken.
+    assert table.loc["p_any_liquidation", "full"] == table.loc["p_any_liquidation", "fraction"]
+    assert main(["simulate", "--paths", "8", "--out", str(tmp_path), "--no-progress", *SHORT,
+                 "--compare-modes", "full,twap"]) == 2
