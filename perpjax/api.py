@@ -11,7 +11,7 @@ import pandas as pd
 from .config import build_model, load_config
 from .engine import Outcome, simulate
 from .io import atomic_write_json, atomic_write_text, manifest
-from .metrics import summarize
+from .metrics import by_tier, summarize
 
 
 @dataclass
@@ -25,10 +25,11 @@ class Result:
     outcome: Outcome
 
     def write(self, out_dir) -> None:
-        """Write summary.json, accounts.csv and manifest.json atomically into ``out_dir``."""
+        """Write summary.json, accounts.csv, tiers.csv and manifest.json atomically into ``out_dir``."""
         d = Path(out_dir)
         atomic_write_json(d / "summary.json", self.summary)
         atomic_write_text(d / "accounts.csv", self.accounts.to_csv(index=False))
+        atomic_write_text(d / "tiers.csv", by_tier(self.accounts).to_csv(index=False))
         atomic_write_json(d / "manifest.json", self.manifest)
 
 

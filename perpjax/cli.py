@@ -90,12 +90,14 @@ def main(argv=None) -> int:
         bar.close()
     res.write(args.out)
     print(_table(res.summary, res.accounts))
-    print(f"\nwrote {args.out}/summary.json, accounts.csv, manifest.json")
+    print(f"\nwrote {args.out}/summary.json, accounts.csv, tiers.csv, manifest.json")
     return 0
 
 
 COMPARE_KEYS = ["p_any_liquidation", "liquidation_events_mean", "liquidated_notional_mean", "liquidated_notional_p99",
-                "slippage_mean", "fees_mean", "bad_debt_mean", "bad_debt_es_99", "insurance_fund_drawdown_es_99",
+                "over_liquidated_notional_mean", "excess_liquidation_cost_mean", "mark_lag_artefact_share",
+                "slippage_mean", "fees_mean", "backstop_pnl_mean", "bad_debt_mean", "bad_debt_es_99",
+                "insurance_fund_drawdown_es_99",
                 "p_insurance_fund_depleted", "p_adl", "adl_mean", "uncovered_bad_debt_mean", "trader_loss_mean",
                 "trader_loss_es_99"]
 
@@ -115,6 +117,7 @@ def _compare(cfg, args, progress, bar) -> int:
     for m in modes:
         c = copy.deepcopy(cfg)
         c.setdefault("liquidation", {})["mode"] = m
+        c["liquidation"].setdefault("fairness", True)  # side by side is about fairness too
         try:
             build_model(c)
         except ConfigError as e:

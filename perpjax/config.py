@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from .engine import RiskModel
+from .guardrails import CircuitBreaker
 from .liquidation import DepthModel, Liquidation
 from .margin import Book, BookLabels, Ladder, generate_book
 from .market import Basis, Funding, MarkPrice, Oracle
@@ -52,6 +53,7 @@ SCHEMA = {
     "liquidation": (DICT, False, {}),
     "insurance_fund": (NUM, False, 0.0),
     "book": (DICT, True, None),
+    "guardrails": (DICT, False, {}),
 }
 SECTIONS = {
     "time": {"step_seconds": (NUM, True, None), "horizon_seconds": (NUM, True, None)},
@@ -73,7 +75,14 @@ SECTIONS = {
                     "impact_exponent": (NUM, False, 0.5), "mode": (STR, False, "full"),
                     "buffer": (NUM, False, 0.02), "fraction": (NUM, False, 0.2),
                     "fraction_above_notional": (NUM, False, 100_000.0), "cooldown_seconds": (NUM, False, 0.0),
-                    "adl": (BOOL, False, False)},
+                    "adl": (BOOL, False, False), "backstop_fraction_of_mm": (NUM, False, 0.0),
+                    "delay_seconds": (NUM, False, 0.0), "throttle_notional_per_step": (NUM, False, 0.0),
+                    "fairness": (BOOL, False, False), "forced_cost": (NUM, False, 0.0),
+                    "depth_vol_elasticity": (NUM, False, 0.0), "depth_floor": (NUM, False, 0.1),
+                    "depth_vol_halflife_seconds": (NUM, False, 900.0)},
+    "guardrails": {"circuit_breaker": (DICT, False, None)},
+    "circuit_breaker": {"move": (NUM, True, None), "window_seconds": (NUM, True, None),
+                        "halt_seconds": (NUM, True, None)},
     "book": {"accounts": (LIST, False, []), "csv": (STR, False, None), "generate": (DICT, False, None)},
     "account": {"id": (STR, True, None), "mode": (STR, False, "cross"), "collateral": (NUM, False, None),
                 "positions": (LIST, True, None)},
@@ -224,7 +233,7 @@ def resolve(cfg: dict) -> dict:
     c = check_section(cfg, SCHEMA, "")
     c["time"] = check_section(c["time"], SECTIONS["time"], "time")
     c["assets"] = [check_section(a, SECTIONS["asset"], f"assets[{i}]") for i, a in enumerate(c["assets"])]
-    for sec in ("innovations", "oracle", "mark", "basis", "funding", "liquidation", "book"):
+    for sec in ("innovations", "oracle", "mark", "basis", "funding", "liquidation", "book", "guardrails"):
         c[sec] = check_section(c[sec], SECTIONS[sec], sec)
     if c["jumps"] is not None:
         c["jumps"] = check_section(c["jumps"], SECTIONS["jumps"], "jumps")
@@ -401,7 +410,9 @@ def build_model(cfg: dict):
     check_every = 1 if lq["check_every_seconds"] is None else _steps(
         grid, lq["check_every_seconds"], "liquidation.check_every_seconds")
     depth = _wrap("liquidation", DepthModel, arr([a["depth_usd"] for a in assets]), arr([a["spread"] for a in assets]),
-                  float(lq["depth_distance"]), float(lq["impact_exponent"]))
+                  float(lq["depth_distance"]), float(lq["impact_exponent"]), forced_cost=arr(lq["forced_cost"]),
+                  vol_elasticity=float(lq["depth_vol_elasticity"]), depth_floor=float(lq["depth_floor"]),
+                  vol_halflife_steps=max(1, round(lq["depth_vol_halflife_seconds"] / grid.step_seconds)))
     cooldown = 0
     if lq["cooldown_seconds"]:
         if lq["mode"] != "fraction":
@@ -409,8 +420,19 @@ def build_model(cfg: dict):
         cooldown = _steps(grid, lq["cooldown_seconds"], "liquidation.cooldown_seconds")
     liquidation = _wrap("liquidation", Liquidation, depth, arr(lq["fee_rate"]), buffer=arr(lq["buffer"]),
                         fraction=arr(lq["fraction"]), fraction_above=arr(lq["fraction_above_notional"]),
-                        check_every=check_every, bridge=lq["bridge"], mode=lq["mode"], cooldown=cooldown,
-                        adl=lq["adl"])
+                        backstop_ratio=arr(lq["backstop_fraction_of_mm"]),
+                        throttle=arr(lq["throttle_notional_per_step"]), check_every=check_every, bridge=lq["bridge"],
+                        mode=lq["mode"], cooldown=cooldown,
+                        delay=_steps(grid, lq["delay_seconds"], "liquidation.delay_seconds") if lq["delay_seconds"]
+                        else 0, adl=lq["adl"], fairness=lq["fairness"], backstop=lq["backstop_fraction_of_mm"] > 0,
+                        throttled=lq["throttle_notional_per_step"] > 0)
+    breaker = None
+    cb = c["guardrails"]["circuit_breaker"]
+    if cb is not None:
+        cb = check_section(cb, SECTIONS["circuit_breaker"], "guardrails.circuit_breaker")
+        breaker = _wrap("guardrails.circuit_breaker", CircuitBreaker, arr(cb["move"]),
+                        _steps(grid, cb["window_seconds"], "guardrails.circuit_breaker.window_seconds"),
+                        _steps(grid, cb["halt_seconds"], "guardrails.circuit_breaker.halt_seconds"))
     b = c["book"]
     accounts = list(b["accounts"])
     if b["csv"] is not None:
@@ -428,6 +450,6 @@ def build_model(cfg: dict):
         raise ConfigError("book: no accounts (give book.accounts, book.csv or book.generate)")
     book = _wrap("book", Book, arr(coll), arr(np.asarray(size)), arr(np.asarray(entry)))
     model = _wrap("model", RiskModel, grid, prices, oracle, basis, mark, funding, ladder, book, liquidation,
-                  arr(c["insurance_fund"]))
+                  arr(c["insurance_fund"]), breaker)
     c["asset_names"] = names
     return model, labels, c

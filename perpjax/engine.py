@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import random as R
+from .guardrails import CircuitBreaker
 from .insurance import cover_bad_debt
 from .liquidation import Liquidation, bridge_cross_probability
 from .margin import Book, Ladder
@@ -41,6 +42,7 @@ class RiskModel(eqx.Module):
     book: Book
     liquidation: Liquidation
     insurance_fund: jax.Array
+    breaker: CircuitBreaker | None = None
 
     def __check_init__(self):
         n = self.prices.n_assets
@@ -93,6 +95,11 @@ class _State(NamedTuple):
     open: jax.Array  # (units,) bool
     gap: jax.Array  # equity - MM at the previous step (units,)
     cooldown_until: jax.Array  # (units,) int32, no liquidation before this step (partial paths)
+    pending: jax.Array  # (units,) int32, step a delayed liquidation executes at (0 = none)
+    realised_var: jax.Array  # (assets,) EWMA of squared step log returns (depth decay)
+    ring: jax.Array  # (window, assets) recent index values (circuit breaker; (1, assets) if none)
+    halt_until: jax.Array  # () int32, liquidations halted before this step
+    vault_size: jax.Array  # (assets,) positions the backstop vault took over
     acct: UnitAccounts  # (units,) running sums per unit
     venue: VenueAccounts  # () running sums for the venue
 
@@ -100,7 +107,7 @@ class _State(NamedTuple):
 class UnitAccounts(NamedTuple):
     """Per-unit running sums of a path: every term of the unit's equity change.
 
-    equity_T - equity_0 = mtm - funding_paid + basis - slippage - fee + bad_debt - adl_charge
+    equity_T - equity_0 = mtm - funding_paid + basis - slippage - fee + bad_debt - adl_charge - backstop
     (checked by the conservation tests).
     """
 
@@ -114,6 +121,10 @@ class UnitAccounts(NamedTuple):
     funding_paid: jax.Array
     adl_charge: jax.Array  # paid to cover others' bad debt (auto-deleveraging)
     mtm: jax.Array  # mark-to-market PnL of the positions held
+    backstop: jax.Array  # equity handed to the backstop vault with the positions
+    over_notional: jax.Array  # notional liquidated beyond the minimum that restored MM (fairness)
+    excess_cost: jax.Array  # slippage + fee beyond the minimum close's (fairness)
+    artefacts: jax.Array  # int32, liquidations executed while mark (or index) showed a healthy account
 
 
 class VenueAccounts(NamedTuple):
@@ -125,6 +136,10 @@ class VenueAccounts(NamedTuple):
     adl: jax.Array  # bad debt covered by ADL charges
     adl_events: jax.Array  # int32, steps with an ADL
     uncovered: jax.Array  # bad debt neither the fund nor ADL covered
+    backstop_pnl: jax.Array  # backstop vault: equity received + mark-to-market of its positions
+    backstop_events: jax.Array  # int32
+    breaker_fires: jax.Array  # int32, circuit-breaker halts
+    throttled_steps: jax.Array  # int32, steps where the throttle cut forced flow
 
 
 class PathOutcome(NamedTuple):
@@ -212,14 +227,24 @@ def initial_state(model: RiskModel, P: _Positions, path_key) -> _State:
     mark_state, mark0 = model.mark.init(s0, basis0)
     equity0, mm0, _ = _margin(model, P, P.size, mark0, model.book.collateral)
     zu, iu, z = jnp.zeros((units,), dtype), jnp.zeros((units,), jnp.int32), jnp.zeros((), dtype)
+    i0 = jnp.zeros((), jnp.int32)
     acct = UnitAccounts(liq_step=iu, liq_events=iu, fee=zu, bad_debt=zu, liq_notional=zu, slippage=zu, basis=zu,
-                        funding_paid=zu, adl_charge=zu, mtm=zu)
-    venue = VenueAccounts(fund=z, fund_min=z, fund_paid=z, adl=z, adl_events=jnp.zeros((), jnp.int32), uncovered=z)
+                        funding_paid=zu, adl_charge=zu, mtm=zu, backstop=zu, over_notional=zu, excess_cost=zu,
+                        artefacts=iu)
+    venue = VenueAccounts(fund=z, fund_min=z, fund_paid=z, adl=z, adl_events=i0, uncovered=z, backstop_pnl=z,
+                          backstop_events=i0, breaker_fires=i0, throttled_steps=i0)
+    ring = model.breaker.init(s0) if model.breaker is not None else s0[None]
     return _State(
         draws=_draw(model, path_key, jnp.int32(1)), x=jnp.log(s0), index=s0, basis=basis0,
         mark_state=mark_state, premium_sum=jnp.zeros_like(s0), mark=mark0,
         size=P.size, collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
-        gap=equity0 - mm0, cooldown_until=iu, acct=acct, venue=venue)
+        gap=equity0 - mm0, cooldown_until=iu, pending=iu, realised_var=_reference_var(model), ring=ring,
+        halt_until=i0, vault_size=jnp.zeros_like(s0), acct=acct, venue=venue)
+
+
+def _reference_var(model: RiskModel):
+    """Per-step variance of log returns the depth model is quoted at (the model's diffusion)."""
+    return (model.prices.vol**2 * model.grid.dt_years).astype(model.dtype)
 
 
 def initial_equity(model: RiskModel):
@@ -268,31 +293,75 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         trigger = trigger | (s.open & (d[R.BRIDGE] < p_cross))
     if liq.cooldown:
         trigger = trigger & (t >= s.cooldown_until)
+    ti = t.astype(jnp.int32)
+    V = s.venue
+    ring, halt_until, fired = s.ring, s.halt_until, jnp.zeros((), bool)
+    if model.breaker is not None:
+        ring, halt_until, fired = model.breaker.update(s.ring, index, ti, s.halt_until)
+    halted = ti < halt_until
+    if liq.delay:
+        pending = jnp.where(trigger & (s.pending == 0), ti + liq.delay, s.pending)
+        execute = s.open & (pending <= ti) & (pending > 0) & ~halted
+        pending = jnp.where(execute | ~s.open, 0, pending)
+    else:
+        pending = s.pending
+        execute = trigger & ~halted
 
     mid = true_price * (1.0 + basis)
-    f = liq.execute(trigger, collateral, size, P.entry, mid[P.asset], mark_p, P.asset, P.unit, P.unit_sum,
-                    model.ladder)
-    V = s.venue
+    r = x - s.x
+    a_v = 0.5 ** (1.0 / model.liquidation.depth.vol_halflife_steps)
+    realised_var = a_v * s.realised_var + (1.0 - a_v) * r * r
+    dfac = (liq.depth.depth_factor(realised_var, _reference_var(model))[P.asset]
+            if liq.depth.vol_elasticity else None)
+
+    # Backstop: units far below maintenance go to the vault at mark, with what equity they have.
+    vault_size, backstop_pnl = s.vault_size, V.backstop_pnl + jnp.sum(s.vault_size * (mark - s.mark))
+    take = jnp.zeros_like(execute)
+    if liq.backstop:
+        take = execute & (equity < liq.backstop_ratio * mm)
+        take_p = take[P.unit]
+        vault_size = vault_size + jnp.where(take_p, size, 0.0) @ P.asset_onehot(size.dtype)
+        backstop_pnl = backstop_pnl + jnp.sum(jnp.where(take, equity, 0.0))
+        size = jnp.where(take_p, 0.0, size)
+        collateral = jnp.where(take, 0.0, collateral)
+    market = execute & ~take
+    scale, throttled = None, jnp.zeros((), bool)
+    if liq.throttled:
+        want = jnp.sum(jnp.where(market, P.unit_sum(jnp.abs(size) * mark_p), 0.0))
+        scale = jnp.minimum(1.0, liq.throttle / jnp.maximum(want, 1e-30))
+        throttled = scale < 1.0
+    f = liq.execute(market, collateral, size, P.entry, mid[P.asset], mark_p, P.asset, P.unit, P.unit_sum,
+                    model.ladder, dfac=dfac, scale=scale)
+    artefact = jnp.zeros_like(execute)
+    if liq.fairness:
+        # Liquidated while the account looked healthy: on the mark at execution (a delayed order after
+        # a rebound) or on the index (the mark's smoothing lagged the recovery).
+        eq_i, mm_i, _ = _margin(model, P, s.size, index, collateral)
+        artefact = execute & ((gap >= 0) | (eq_i >= mm_i))
     fund = V.fund + jnp.sum(f.fee)
     c = cover_bad_debt(f.bad_debt, model.insurance_fund + fund, adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
                        size_before=size, size=f.size, collateral=f.collateral, entry=P.entry, mark=mark_p,
                        asset_onehot=P.asset_onehot(mark.dtype), unit=P.unit, unit_sum=P.unit_sum)
     fund = fund - c.fund_paid
-    ti = t.astype(jnp.int32)
     acct = UnitAccounts(
-        liq_step=jnp.where(trigger & (A.liq_step == 0), ti, A.liq_step),
-        liq_events=A.liq_events + trigger.astype(jnp.int32), fee=A.fee + f.fee, bad_debt=A.bad_debt + f.bad_debt,
+        liq_step=jnp.where(execute & (A.liq_step == 0), ti, A.liq_step),
+        liq_events=A.liq_events + execute.astype(jnp.int32), fee=A.fee + f.fee, bad_debt=A.bad_debt + f.bad_debt,
         liq_notional=A.liq_notional + f.notional, slippage=A.slippage + f.slippage, basis=A.basis + f.basis,
-        funding_paid=funding_paid, adl_charge=A.adl_charge + c.charge, mtm=mtm)
+        funding_paid=funding_paid, adl_charge=A.adl_charge + c.charge, mtm=mtm,
+        backstop=A.backstop + jnp.where(take, equity, 0.0), over_notional=A.over_notional + f.over_notional,
+        excess_cost=A.excess_cost + f.excess_cost, artefacts=A.artefacts + artefact.astype(jnp.int32))
     venue = VenueAccounts(fund=fund, fund_min=jnp.minimum(V.fund_min, fund), fund_paid=V.fund_paid + c.fund_paid,
                           adl=V.adl + jnp.sum(c.charge), adl_events=V.adl_events + (jnp.sum(c.charge) > 0),
-                          uncovered=V.uncovered + c.uncovered)
+                          uncovered=V.uncovered + c.uncovered, backstop_pnl=backstop_pnl,
+                          backstop_events=V.backstop_events + jnp.sum(take), breaker_fires=V.breaker_fires + fired,
+                          throttled_steps=V.throttled_steps + throttled)
     new = _State(
         draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state,
         premium_sum=premium_sum, mark=mark, size=c.size, collateral=c.collateral,
         open=P.unit_sum(jnp.abs(c.size)) > 0, gap=gap,
-        cooldown_until=jnp.where(trigger & ~f.full, ti + liq.cooldown, s.cooldown_until) if liq.cooldown
+        cooldown_until=jnp.where(market & ~f.full, ti + liq.cooldown, s.cooldown_until) if liq.cooldown
         else s.cooldown_until,
+        pending=pending, realised_var=realised_var, ring=ring, halt_until=halt_until, vault_size=vault_size,
         acct=acct, venue=venue)
     # The carry keeps its dtypes (float32 stays float32 when x64 is enabled).
     return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, s)
@@ -353,6 +422,11 @@ class Outcome(NamedTuple):
     slippage_sum: np.ndarray
     adl_charge_sum: np.ndarray
     adl_count: np.ndarray  # (units,) paths on which the unit paid an ADL charge
+    backstop_sum: np.ndarray  # (units,) equity handed to the backstop vault
+    backstop_count: np.ndarray  # (units,) paths on which the vault took the unit over
+    over_notional_sum: np.ndarray  # (units,) fairness: notional beyond the minimum
+    excess_cost_sum: np.ndarray  # (units,) fairness: cost beyond the minimum's
+    artefacts_sum: np.ndarray  # (units,) liquidations while the account looked healthy
     path_bad_debt: np.ndarray  # (paths,)
     path_trader_loss: np.ndarray  # (paths,)
     path_liq_notional: np.ndarray  # (paths,)
@@ -365,6 +439,11 @@ class Outcome(NamedTuple):
     path_adl: np.ndarray  # (paths,) bad debt covered by ADL
     path_uncovered: np.ndarray  # (paths,) bad debt neither covered
     path_funding_net: np.ndarray  # (paths,) sum of funding paid by the book (to the rest of the market)
+    path_backstop_pnl: np.ndarray  # (paths,) backstop vault PnL
+    path_breaker_fires: np.ndarray  # (paths,)
+    path_throttled_steps: np.ndarray  # (paths,)
+    path_over_notional: np.ndarray  # (paths,)
+    path_excess_cost: np.ndarray  # (paths,)
     path_log_return: np.ndarray  # (paths, assets)
     unit_paths: UnitPaths | None  # per-path per-unit arrays when requested
 
@@ -423,12 +502,20 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
         acc["slippage_sum"] += f64["slippage"].sum(0)
         acc["adl_charge_sum"] += f64["adl_charge"].sum(0)
         acc["adl_count"] += (u.adl_charge > 0).sum(0)
+        acc["backstop_sum"] += f64["backstop"].sum(0)
+        acc["backstop_count"] += (u.backstop != 0).sum(0)
+        acc["over_notional_sum"] += f64["over_notional"].sum(0)
+        acc["excess_cost_sum"] += f64["excess_cost"].sum(0)
+        acc["artefacts_sum"] += f64["artefacts"].sum(0)
         for k, v in (("bad_debt", f64["bad_debt"].sum(1)), ("trader_loss", f64["loss"].sum(1)),
                      ("liq_notional", f64["liq_notional"].sum(1)), ("n_liquidations", liq.sum(1)),
                      ("liq_events", u.liq_events.sum(1)), ("fees", f64["fee"].sum(1)),
                      ("slippage", f64["slippage"].sum(1)), ("fund_min", f64["venue_fund_min"]),
                      ("fund_paid", f64["venue_fund_paid"]), ("adl", f64["venue_adl"]),
                      ("uncovered", f64["venue_uncovered"]), ("funding_net", f64["funding_paid"].sum(1)),
+                     ("backstop_pnl", f64["venue_backstop_pnl"]), ("breaker_fires", u.venue_breaker_fires),
+                     ("throttled_steps", u.venue_throttled_steps), ("over_notional", f64["over_notional"].sum(1)),
+                     ("excess_cost", f64["excess_cost"].sum(1)),
                      ("log_return", f64["log_return"])):
             per_path[f"path_{k}"].append(v)
         if keep_unit_paths:

@@ -37,12 +37,23 @@ class DepthModel(eqx.Module):
         depth_distance: the distance d0 at which D0 is quoted (fraction; 0.005 = 50 bp).
         exponent: e = 1/beta; the far edge of a walk moves as Q^e (0.5 = square root).
         spread: quoted spread (fraction of mid), (assets,).
+        forced_cost: extra cost of forced execution (fraction of notional), on top of the walk.
+        vol_elasticity: depth decays as realised volatility rises:
+            ``depth = D0 * clip((sigma_ref / sigma_realised)^vol_elasticity, depth_floor, 1)``,
+            sigma_ref the model's diffusion vol, sigma_realised an EWMA of squared step
+            log returns with half-life ``vol_halflife_steps`` (0 disables).
+        depth_floor: smallest fraction of D0 left when volatility spikes.
+        vol_halflife_steps: half-life of the realised-volatility EWMA (steps).
     """
 
     depth_usd: jax.Array
     spread: jax.Array
     depth_distance: float = eqx.field(static=True, default=0.005)
     exponent: float = eqx.field(static=True, default=0.5)
+    forced_cost: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
+    vol_elasticity: float = eqx.field(static=True, default=0.0)
+    depth_floor: float = eqx.field(static=True, default=0.1)
+    vol_halflife_steps: int = eqx.field(static=True, default=15)
 
     def __check_init__(self):
         if concrete(self.depth_usd, self.spread):
@@ -52,16 +63,34 @@ class DepthModel(eqx.Module):
             raise ValueError(f"depth_distance: must be > 0 (got {self.depth_distance})")
         if not (0 < self.exponent <= 2):
             raise ValueError(f"exponent: must lie in (0, 2] (got {self.exponent})")
+        if concrete(self.forced_cost):
+            nonneg("forced_cost", self.forced_cost)
+        if not self.vol_elasticity >= 0:
+            raise ValueError(f"vol_elasticity: must be >= 0 (got {self.vol_elasticity})")
+        if not 0 < self.depth_floor <= 1:
+            raise ValueError(f"depth_floor: must lie in (0, 1] (got {self.depth_floor})")
+        if not (isinstance(self.vol_halflife_steps, int) and self.vol_halflife_steps >= 1):
+            raise ValueError(f"vol_halflife_steps: must be an integer >= 1 (got {self.vol_halflife_steps})")
 
-    def slippage(self, notional, asset=None):
+    def depth_factor(self, realised_var, reference_var):
+        """Fraction of D0 available given the realised and reference per-step variances, (assets,)."""
+        if self.vol_elasticity == 0:
+            return jnp.ones_like(realised_var)
+        ratio = reference_var / jnp.maximum(realised_var, 1e-30)
+        return jnp.clip(ratio ** (0.5 * self.vol_elasticity), self.depth_floor, 1.0)
+
+    def slippage(self, notional, asset=None, factor=None):
         """Average fill distance from mid for a market order of ``notional`` USD.
 
-        ``notional`` is (..., assets), or (positions,) with ``asset`` (positions,).
+        ``notional`` is (..., assets), or (positions,) with ``asset`` (positions,);
+        ``factor`` scales the depth (see ``depth_factor``), same shape as ``notional``.
         """
         depth, spread = (self.depth_usd, self.spread) if asset is None else (self.depth_usd[asset], self.spread[asset])
+        if factor is not None:
+            depth = depth * factor
         q = jnp.abs(notional) / depth
         reach = self.depth_distance * (jnp.sqrt(q) if self.exponent == 0.5 else q**self.exponent)
-        return 0.5 * spread + reach / (1.0 + self.exponent)
+        return 0.5 * spread + reach / (1.0 + self.exponent) + self.forced_cost
 
 
 MODES = ("full", "buffer", "tier_step", "fraction")
@@ -78,6 +107,8 @@ class Fills(NamedTuple):
     slippage: jax.Array  # (units,) cost of the fill vs mid: sum |q| mid slip
     basis: jax.Array  # (units,) sum q (mid - mark): value of filling at mid rather than mark
     full: jax.Array  # (units,) bool, the unit was closed out entirely
+    over_notional: jax.Array  # (units,) notional closed beyond the minimum that restores MM (fairness)
+    excess_cost: jax.Array  # (units,) slippage + fee paid beyond those of the minimum close (fairness)
 
 
 class Liquidation(eqx.Module):
@@ -98,18 +129,31 @@ class Liquidation(eqx.Module):
         In every mode, a unit whose equity at the fill would be negative is
         closed in full (bankruptcy) and the shortfall is bad debt.
 
+    Around the mode: a **backstop** (Hyperliquid: equity below ``backstop_ratio``
+    x MM) hands the whole unit to a backstop vault at mark instead; **delay**
+    executes a liquidation ``delay`` steps after its trigger, at the prices
+    then (the mark may have recovered: a mark-lag artefact); **throttle** caps
+    the notional the venue liquidates per step (the rest waits for the next
+    check); **fairness** measures, per liquidation, the notional closed beyond
+    the minimum that restores ``equity >= MM`` at the fill and the cost paid
+    beyond that minimum's cost.
+
     Attributes:
         depth: the book the forced order walks.
         fee_rate: liquidation fee (fraction of filled notional), to the insurance fund.
         buffer: ``buffer`` mode's margin buffer (fraction of remaining notional).
         fraction: ``fraction`` mode's share of size closed per step, in (0, 1].
         fraction_above: ``fraction`` mode's notional threshold (USD).
+        backstop_ratio: backstop takeover when equity < backstop_ratio x MM, in [0, 1) (0 = none).
+        throttle: most notional liquidated per step across the book (USD; 0 = no cap).
         check_every: the engine checks margin every ``check_every`` steps (discrete monitoring).
         bridge: continuous monitoring between steps through the Brownian-bridge
             crossing probability of the margin gap (requires ``check_every == 1``).
         mode: one of ``MODES``.
         cooldown: steps a unit waits after a partial liquidation (``fraction`` mode).
+        delay: steps between trigger and execution.
         adl: auto-deleverage profitable opposite positions when the insurance fund cannot cover bad debt.
+        fairness: compute over-liquidation and excess cost (a bisection per step; off by default).
     """
 
     depth: DepthModel
@@ -117,36 +161,50 @@ class Liquidation(eqx.Module):
     buffer: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
     fraction: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(1.0))
     fraction_above: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
+    backstop_ratio: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
+    throttle: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
     check_every: int = eqx.field(static=True, default=1)
     bridge: bool = eqx.field(static=True, default=False)
     mode: str = eqx.field(static=True, default="full")
     cooldown: int = eqx.field(static=True, default=0)
+    delay: int = eqx.field(static=True, default=0)
     adl: bool = eqx.field(static=True, default=False)
+    fairness: bool = eqx.field(static=True, default=False)
+    backstop: bool = eqx.field(static=True, default=False)
+    throttled: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
-        if concrete(self.fee_rate, self.buffer, self.fraction, self.fraction_above):
+        if concrete(self.fee_rate, self.buffer, self.fraction, self.fraction_above, self.backstop_ratio,
+                    self.throttle):
             nonneg("fee_rate", self.fee_rate)
             nonneg("buffer", self.buffer)
             nonneg("fraction_above", self.fraction_above)
+            nonneg("throttle", self.throttle)
             f = float(self.fraction)
             if not 0 < f <= 1:
                 raise ValueError(f"fraction: must lie in (0, 1] (got {f})")
+            b = float(self.backstop_ratio)
+            if not 0 <= b < 1:
+                raise ValueError(f"backstop_ratio: must lie in [0, 1) (got {b})")
         if not (isinstance(self.check_every, int) and self.check_every >= 1):
             raise ValueError(f"check_every: must be an integer >= 1 (got {self.check_every})")
         if self.bridge and self.check_every != 1:
             raise ValueError("bridge: the bridge correction models continuous monitoring; it needs check_every = 1")
         if self.mode not in MODES:
             raise ValueError(f"mode: must be one of {MODES} (got {self.mode!r})")
-        if not (isinstance(self.cooldown, int) and self.cooldown >= 0):
-            raise ValueError(f"cooldown: must be an integer number of steps >= 0 (got {self.cooldown})")
+        for name in ("cooldown", "delay"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 0):
+                raise ValueError(f"{name}: must be an integer number of steps >= 0 (got {v})")
 
-    def _fill(self, q, mid, mark, entry, asset):
+    def _fill(self, q, mid, asset, dfac):
         """Fill signed closing sizes ``q`` (positions,) into the book around ``mid``."""
-        slip = self.depth.slippage(jnp.abs(q) * mid, asset)
+        slip = self.depth.slippage(jnp.abs(q) * mid, asset, dfac)
         fill = mid * (1.0 - jnp.sign(q) * slip)
         return fill, jnp.abs(q) * mid * slip
 
-    def execute(self, trigger, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder):
+    def execute(self, trigger, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac=None,
+                scale=None):
         """Liquidate the triggered units by the configured path.
 
         Args:
@@ -156,40 +214,54 @@ class Liquidation(eqx.Module):
             mid, mark: (positions,) perp mid and mark of each position's asset.
             asset, unit: (positions,) indices; ``unit_sum`` maps (positions,) to (units,).
             ladder: the ``margin.Ladder`` (tier floors for ``tier_step``, MM for ``buffer``).
+            dfac: (positions,) depth factor (vol-driven decay), or None.
+            scale: () throttle factor in (0, 1] on every non-bankrupt close this step, or None.
         """
         trig_p = trigger[unit]
-        if self.mode == "full":
+        ctx = (collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac)
+        if self.mode == "full" and scale is None:
             go_full = trigger
             q = jnp.where(trig_p, size, 0.0)
         else:
-            frac = self._close_fraction(collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder)
+            frac = self._close_fraction(*ctx)
+            if scale is not None:
+                frac = frac * scale
             q_part = jnp.where(trig_p, size * frac, 0.0)
-            part = self._settle(q_part, collateral, size, entry, mid, mark, asset, unit_sum)
+            part = self._settle(q_part, *ctx[:6], unit_sum, dfac)
             # Bankrupt at the partial fill, or nothing left: close in full instead.
             left_any = unit_sum(jnp.abs(size - q_part)) > 0
             go_full = trigger & ((part[1] < 0) | ~left_any)
             q = jnp.where(go_full[unit], size, q_part)
         new_size, eq_after, notional, slip_cost, basis_gain, realized = self._settle(
-            q, collateral, size, entry, mid, mark, asset, unit_sum)
+            q, collateral, size, entry, mid, mark, asset, unit_sum, dfac)
         # eq_after: equity at mark after the fill (remaining positions at mark), before fee.
         fee = jnp.clip(self.fee_rate * notional, 0.0, jnp.maximum(eq_after, 0.0))
         bad = jnp.where(go_full, jnp.maximum(-eq_after, 0.0), 0.0)
         new_coll = jnp.where(go_full, jnp.maximum(eq_after, 0.0), collateral + realized) - fee
         z = jnp.zeros_like(fee)
+        over, excess = z, z
+        if self.fairness:
+            f_min = self._min_fraction(*ctx, buffer=0.0)
+            q_min = jnp.where(trig_p, size * f_min[unit], 0.0)
+            _, _, n_min, slip_min, _, _ = self._settle(q_min, collateral, size, entry, mid, mark, asset, unit_sum,
+                                                       dfac)
+            over = jnp.maximum(notional - n_min, 0.0)
+            excess = jnp.maximum(slip_cost + fee - slip_min - self.fee_rate * n_min, 0.0)
         on = trigger
         return Fills(size=new_size, collateral=jnp.where(on, new_coll, collateral), fee=jnp.where(on, fee, z),
                      bad_debt=jnp.where(on, bad, z), notional=jnp.where(on, notional, z),
-                     slippage=jnp.where(on, slip_cost, z), basis=jnp.where(on, basis_gain, z), full=go_full)
+                     slippage=jnp.where(on, slip_cost, z), basis=jnp.where(on, basis_gain, z), full=go_full,
+                     over_notional=jnp.where(on, over, z), excess_cost=jnp.where(on, excess, z))
 
-    def _settle(self, q, collateral, size, entry, mid, mark, asset, unit_sum):
-        fill, slip_cost = self._fill(q, mid, mark, entry, asset)
+    def _settle(self, q, collateral, size, entry, mid, mark, asset, unit_sum, dfac):
+        fill, slip_cost = self._fill(q, mid, asset, dfac)
         realized = unit_sum(q * (fill - entry))
         new_size = size - q
         eq_after = collateral + realized + unit_sum(new_size * (mark - entry))
         notional = unit_sum(jnp.abs(q) * fill)
         return new_size, eq_after, notional, unit_sum(slip_cost), unit_sum(q * (mid - mark)), realized
 
-    def _close_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder):
+    def _close_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac):
         """Fraction of each position's size to close, (positions,)."""
         if self.mode == "full":
             return jnp.ones_like(size)
@@ -200,15 +272,21 @@ class Liquidation(eqx.Module):
             floors = ladder.floors[asset]  # (positions, tiers)
             floor_k = jnp.max(jnp.where(notional[:, None] >= floors, floors, 0.0), axis=-1)
             return jnp.where(floor_k > 0, 1.0 - floor_k / jnp.maximum(notional, 1e-30), 1.0)
-        # buffer: smallest pro-rata f with equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest).
+        f = self._min_fraction(collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac,
+                               buffer=self.buffer)
+        return f[unit]
+
+    def _min_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac, *, buffer):
+        """Per unit, the smallest pro-rata fraction f with
+        equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest) (bisection, rounded up)."""
         def healthy(f_u):
             q = size * f_u[unit]
-            fill, _ = self._fill(q, mid, mark, entry, asset)
+            fill, _ = self._fill(q, mid, asset, dfac)
             rest = size - q
             eq = (collateral + unit_sum(q * (fill - entry)) + unit_sum(rest * (mark - entry))
                   - self.fee_rate * unit_sum(jnp.abs(q) * fill))
             n_rest = jnp.abs(rest) * mark
-            need = unit_sum(ladder.maintenance_and_rate(n_rest, asset)[0] + self.buffer * n_rest)
+            need = unit_sum(ladder.maintenance_and_rate(n_rest, asset)[0] + buffer * n_rest)
             return eq >= need
 
         n_units = collateral.shape[0]
@@ -217,7 +295,7 @@ class Liquidation(eqx.Module):
             midf = 0.5 * (lo + hi)
             ok = healthy(midf)
             hi, lo = jnp.where(ok, midf, hi), jnp.where(ok, lo, midf)
-        return hi[unit]
+        return hi
 
 
 def bridge_cross_probability(gap0, gap1, variance):

@@ -87,6 +87,14 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     s["adl_mean"] = float(out.path_adl.mean())
     s["adl_p99"] = float(np.quantile(out.path_adl, 0.99))
     s["uncovered_bad_debt_mean"] = float(out.path_uncovered.mean())
+    s["backstop_pnl_mean"] = float(out.path_backstop_pnl.mean())
+    s["p_backstop_loss"] = float((out.path_backstop_pnl < 0).mean())
+    s["circuit_breaker_fires_mean"] = float(out.path_breaker_fires.mean())
+    s["throttled_steps_mean"] = float(out.path_throttled_steps.mean())
+    s["over_liquidated_notional_mean"] = float(out.path_over_notional.mean())
+    s["excess_liquidation_cost_mean"] = float(out.path_excess_cost.mean())
+    events = out.liq_events_sum.sum()
+    s["mark_lag_artefact_share"] = float(out.artefacts_sum.sum() / events) if events else 0.0
     s["p_uncovered_bad_debt"] = float((out.path_uncovered > 0).mean())
     lo, hi = wilson(out.liq_count, n)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -108,7 +116,13 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
         "expected_slippage": out.slippage_sum / n,
         "p_adl": out.adl_count / n,
         "expected_adl_charge": out.adl_charge_sum / n,
+        "p_backstop": out.backstop_count / n,
+        "expected_over_liquidated_notional": out.over_notional_sum / n,
+        "expected_excess_cost": out.excess_cost_sum / n,
+        "mark_lag_artefact_share": np.where(out.liq_events_sum > 0, out.artefacts_sum / np.maximum(
+            out.liq_events_sum, 1), 0.0),
     })
+    accounts.insert(3, "tier", _dominant_tier(model, cfg))
     paths = pd.DataFrame({"bad_debt": out.path_bad_debt, "trader_loss": out.path_trader_loss,
                           "liquidated_notional": out.path_liq_notional, "liquidations": out.path_n_liquidations,
                           "liquidation_events": out.path_liq_events, "fees": out.path_fees,
@@ -118,6 +132,26 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     for i, name in enumerate(cfg["asset_names"]):
         paths[f"log_return_{name}"] = out.path_log_return[:, i]
     return s, accounts, paths
+
+
+def _dominant_tier(model, cfg) -> list[str]:
+    """'ASSET tier k' of each unit's largest position at entry (1-based tier, as venues number them)."""
+    size = np.asarray(model.book.size, np.float64)
+    entry = np.asarray(model.book.entry, np.float64)
+    notional = np.abs(size) * entry
+    a = notional.argmax(axis=1)
+    k = model.ladder.tier_index(notional)[np.arange(len(a)), a]
+    return [f"{cfg['asset_names'][i]} tier {j + 1}" for i, j in zip(a, k, strict=True)]
+
+
+def by_tier(accounts: pd.DataFrame) -> pd.DataFrame:
+    """Per-tier means of the per-unit metrics (liquidation probability, fairness, bad debt)."""
+    cols = ["p_liquidation", "expected_liquidation_events", "expected_loss", "expected_bad_debt",
+            "expected_slippage", "expected_over_liquidated_notional", "expected_excess_cost",
+            "mark_lag_artefact_share", "p_adl", "expected_adl_charge"]
+    g = accounts.groupby("tier")[cols].mean()
+    g.insert(0, "units", accounts.groupby("tier").size())
+    return g.reset_index()
 
 
 def _initial_equity(model):

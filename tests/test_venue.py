@@ -14,7 +14,7 @@ from .helpers import build, default_config
 MODES = ["full", "buffer", "tier_step", "fraction"]
 
 
-def _stress_config(mode, seed, *, fund=5_000.0, adl=True):
+def _stress_config(mode, seed, *, fund=5_000.0, adl=True, extra=None):
     """The default market over 6 hours, a generated leveraged book, a small fund, ADL on."""
     cfg = default_config()
     cfg["time"]["horizon_seconds"] = 6 * 3600
@@ -28,20 +28,28 @@ def _stress_config(mode, seed, *, fund=5_000.0, adl=True):
     cfg["liquidation"].update(mode=mode, adl=adl, buffer=0.02, fraction=0.25, fraction_above_notional=50_000.0)
     if mode == "fraction":
         cfg["liquidation"]["cooldown_seconds"] = 120
+    cfg["liquidation"].update(extra or {})
     return cfg
 
 
+EXTRAS = {
+    "plain": {},
+    "backstop_delay_fair": {"backstop_fraction_of_mm": 0.5, "delay_seconds": 120, "fairness": True},
+    "throttle_decay": {"throttle_notional_per_step": 2e5, "depth_vol_elasticity": 1.0, "forced_cost": 0.001},
+}
+
+
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("seed", [1, 2])
-def test_value_is_conserved_on_every_path(mode, seed):
-    """Per unit: equity_T - equity_0 = mtm - funding + basis - slippage - fee + bad debt - ADL charge.
+@pytest.mark.parametrize("seed, extra", [(1, "plain"), (2, "backstop_delay_fair"), (3, "throttle_decay")])
+def test_value_is_conserved_on_every_path(mode, seed, extra):
+    """Per unit: equity_T - equity_0 = mtm - funding + basis - slippage - fee + bad debt - ADL - backstop.
     Per venue: fund change = fees - fund payouts; bad debt = fund payouts + ADL + uncovered."""
-    model, _, _ = build(_stress_config(mode, seed))
+    model, _, _ = build(_stress_config(mode, seed, extra=EXTRAS[extra]))
     out = simulate(model, seed=seed, n_paths=300, chunk_size=300, keep_unit_paths=True)
     u = out.unit_paths
-    assert (u.bad_debt > 0).any() and (u.liq_events > 0).any()
+    assert ((u.bad_debt > 0) | (u.backstop != 0)).any() and (u.liq_events > 0).any()
     lhs = -u.loss
-    rhs = u.mtm - u.funding_paid + u.basis - u.slippage - u.fee + u.bad_debt - u.adl_charge
+    rhs = u.mtm - u.funding_paid + u.basis - u.slippage - u.fee + u.bad_debt - u.adl_charge - u.backstop
     scale = 1.0 + np.abs(u.mtm) + u.liq_notional
     np.testing.assert_array_less(np.abs(lhs - rhs), 1e-9 * scale)
     np.testing.assert_allclose(u.venue_fund, u.fee.sum(1) - u.venue_fund_paid, rtol=1e-12, atol=1e-6)
@@ -50,6 +58,10 @@ def test_value_is_conserved_on_every_path(mode, seed):
     np.testing.assert_allclose(u.adl_charge.sum(1), u.venue_adl, rtol=1e-12, atol=1e-6)
     assert np.all(u.venue_fund_min >= -float(model.insurance_fund) - 1e-6)  # the fund never goes below zero
     assert np.all(u.adl_charge >= 0) and np.all(u.bad_debt >= 0) and np.all(u.fee >= 0)
+    if extra == "backstop_delay_fair":
+        assert (u.venue_backstop_events > 0).any() and np.all(u.over_notional >= 0)
+    if extra == "throttle_decay":
+        assert (u.venue_throttled_steps > 0).any()
 
 
 def test_adl_charges_only_opposite_profitable_positions():
@@ -173,3 +185,67 @@ def test_cooldown_shorter_than_a_step_is_rejected():
 
     with pytest.raises(ConfigError, match="cooldown_seconds: must be a positive multiple of the step"):
         build(default_config(), ["liquidation.mode=fraction", "liquidation.cooldown_seconds=30"])
+
+
+def _one_account(mark_kind, **liq):
+    cfg = default_config()
+    cfg["time"]["horizon_seconds"] = 12 * 3600
+    cfg["dtype"] = "float64"
+    cfg["mark"] = {"kind": mark_kind, "window_seconds": 600}
+    cfg["basis"] = {"stationary_std": 0.0}
+    cfg["book"] = {"accounts": [{"id": "eth_20x", "mode": "isolated",
+                                 "positions": [{"asset": "ETH", "size": 300, "entry": 3500, "margin": 55_000}]}]}
+    cfg["liquidation"].update(fairness=True, **liq)
+    return cfg
+
+
+def test_mark_lag_artefacts_need_a_lagging_check_or_a_delay():
+    """Checked every step, neither mark = index nor an EMA mark liquidates while the index is healthy
+    (an EMA step is a convex combination: it can only cross the barrier when the index is beyond it).
+    Checks every 10 minutes on the EMA, or a 10-minute execution delay, do liquidate recovered accounts."""
+    runs = {}
+    for name, kind, liq in (("index", "index", {}), ("ema", "ema", {}),
+                            ("ema_sparse_checks", "ema", {"check_every_seconds": 600}),
+                            ("delay", "index", {"delay_seconds": 600})):
+        model, _, _ = build(_one_account(kind, **liq))
+        runs[name] = simulate(model, seed=11, n_paths=2000, chunk_size=2000, keep_unit_paths=True).unit_paths
+    assert (runs["index"].liq_events > 0).mean() > 0.1 and (runs["ema"].liq_events > 0).mean() > 0.1
+    assert runs["index"].artefacts.sum() == 0 and runs["ema"].artefacts.sum() == 0
+    assert runs["ema_sparse_checks"].artefacts.sum() > 0 and runs["delay"].artefacts.sum() > 0
+
+
+def test_over_liquidation_full_vs_minimal():
+    """A full close over-liquidates; the buffer path with zero buffer closes the minimum (to 2^-14)."""
+    full, _, _ = build(_one_account("index"))
+    minimal, _, _ = build(_one_account("index", mode="buffer", buffer=0.0))
+    a = simulate(full, seed=12, n_paths=1000, chunk_size=1000, keep_unit_paths=True).unit_paths
+    b = simulate(minimal, seed=12, n_paths=1000, chunk_size=1000, keep_unit_paths=True).unit_paths
+    hit = a.liq_events[:, 0] > 0
+    assert hit.mean() > 0.1
+    share = a.over_notional[hit, 0] / a.liq_notional[hit, 0]
+    assert np.all((share >= 0) & (share <= 1 + 1e-12))
+    assert np.median(share) > 0.5  # a full close takes most of a position that a partial cut would have saved
+    first = (a.liq_step == b.liq_step)[:, 0] & hit & (b.liq_events[:, 0] == 1)
+    assert first.any()
+    # The minimal close's over-liquidation is bisection rounding only: <= 2^-14 of the position.
+    assert np.all(b.over_notional[first, 0] <= 2.0**-14 * 300 * 3500 * 2)
+
+
+def test_circuit_breaker_halts_liquidations():
+    cfg = _one_account("index")
+    cfg["guardrails"] = {"circuit_breaker": {"move": 1e-9, "window_seconds": 60, "halt_seconds": 3600}}
+    model, _, _ = build(cfg)
+    u = simulate(model, seed=13, n_paths=500, chunk_size=500, keep_unit_paths=True).unit_paths
+    # Every move trips it and each halt lasts an hour: it fires 12 times and nothing is ever liquidated.
+    assert np.all(u.venue_breaker_fires == 12) and u.liq_events.sum() == 0
+
+
+def test_depth_decay_raises_slippage_on_the_same_paths():
+    base, _, _ = build(_one_account("index"))
+    decay, _, _ = build(_one_account("index", depth_vol_elasticity=2.0, depth_floor=0.05))
+    a = simulate(base, seed=14, n_paths=1000, chunk_size=1000, keep_unit_paths=True).unit_paths
+    b = simulate(decay, seed=14, n_paths=1000, chunk_size=1000, keep_unit_paths=True).unit_paths
+    np.testing.assert_array_equal(a.liq_step, b.liq_step)  # triggers do not depend on depth
+    hit = a.liq_events[:, 0] > 0
+    assert np.all(b.slippage[hit, 0] >= a.slippage[hit, 0] * (1 - 1e-12))
+    assert (b.slippage[hit, 0] > a.slippage[hit, 0] * 1.01).mean() > 0.2
