@@ -83,12 +83,30 @@ def main():
     ap.add_argument("--unroll", type=int, default=1)
     ap.add_argument("--skip-numpy", action="store_true")
     ap.add_argument("--default-config", action="store_true", help="also time the default config's book")
+    ap.add_argument("--mechanics", action="store_true",
+                    help="time the default book with each liquidation path and the full venue mechanics, "
+                         "as ratios to the default book with full close")
     a = ap.parse_args()
     wl = Path(__file__).resolve().parent / "workload.yaml"
     pj = bench_perpjax(a.paths, a.repeats, a.unroll, wl)
     print(json.dumps(pj), flush=True)
     if a.default_config:
         print(json.dumps(bench_perpjax(a.paths, a.repeats, a.unroll, None)), flush=True)
+    if a.mechanics:
+        base = bench_perpjax(a.paths, a.repeats, a.unroll, None)
+        print(json.dumps(base), flush=True)
+        full_stack = ["liquidation.adl=true", "liquidation.fairness=true", "liquidation.backstop_fraction_of_mm=0.6",
+                      "liquidation.throttle_notional_per_step=5e6", "liquidation.depth_vol_elasticity=1.0",
+                      "guardrails.circuit_breaker={move: 0.05, window_seconds: 300, halt_seconds: 300}"]
+        cases = {"buffer": ["liquidation.mode=buffer"], "tier_step": ["liquidation.mode=tier_step"],
+                 "fraction": ["liquidation.mode=fraction", "liquidation.cooldown_seconds=60"],
+                 "adl": ["liquidation.adl=true", "insurance_fund=1e4"],
+                 "full_mechanics": ["liquidation.mode=fraction", "liquidation.cooldown_seconds=60", *full_stack]}
+        for name, ov in cases.items():
+            r = bench_perpjax(a.paths, a.repeats, a.unroll, None, ov)
+            r["case"] = f"perpjax_{name}"
+            r["cost_over_core"] = base["path_steps_per_s"] / r["path_steps_per_s"]
+            print(json.dumps(r), flush=True)
     if not a.skip_numpy:
         npy = bench_numpy(a.numpy_paths or min(a.paths, 100_000), a.repeats)
         print(json.dumps(npy), flush=True)

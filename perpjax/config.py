@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from .engine import RiskModel
-from .guardrails import CircuitBreaker
+from .guardrails import CircuitBreaker, enforce_initial_margin, enforce_open_interest
 from .liquidation import DepthModel, Liquidation
 from .margin import Book, BookLabels, Ladder, generate_book
 from .market import Basis, Funding, MarkPrice, Oracle
@@ -80,7 +80,8 @@ SECTIONS = {
                     "fairness": (BOOL, False, False), "forced_cost": (NUM, False, 0.0),
                     "depth_vol_elasticity": (NUM, False, 0.0), "depth_floor": (NUM, False, 0.1),
                     "depth_vol_halflife_seconds": (NUM, False, 900.0)},
-    "guardrails": {"circuit_breaker": (DICT, False, None)},
+    "guardrails": {"circuit_breaker": (DICT, False, None), "enforce_initial_margin": (BOOL, False, False),
+                   "open_interest_limit": (DICT, False, None)},
     "circuit_breaker": {"move": (NUM, True, None), "window_seconds": (NUM, True, None),
                         "halt_seconds": (NUM, True, None)},
     "book": {"accounts": (LIST, False, []), "csv": (STR, False, None), "generate": (DICT, False, None)},
@@ -448,7 +449,29 @@ def build_model(cfg: dict):
         labels = BookLabels(labels.account + gl.account, labels.mode + gl.mode, labels.unit + gl.unit)
     if not coll:
         raise ConfigError("book: no accounts (give book.accounts, book.csv or book.generate)")
-    book = _wrap("book", Book, arr(coll), arr(np.asarray(size)), arr(np.asarray(entry)))
+    size = np.asarray(size, np.float64)
+    fired = {}
+    gr = c["guardrails"]
+    if gr["enforce_initial_margin"]:
+        size, cuts = enforce_initial_margin(coll, size, entry, ladder)
+        fired["initial_margin_cuts"] = {labels.unit[u]: k for u, k in cuts.items()}
+    if gr["open_interest_limit"] is not None:
+        limits = {}
+        for k, v in gr["open_interest_limit"].items():
+            if k not in names:
+                raise ConfigError(f"guardrails.open_interest_limit.{k}: not an asset (assets: {', '.join(names)})")
+            if isinstance(v, str):  # YAML 1.1 reads 1.5e7 as a string
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+            if not (_kind_ok(v, NUM) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"guardrails.open_interest_limit.{k}: must be a number > 0 (got {v!r})")
+            limits[names.index(k)] = float(v)
+        size, cuts = enforce_open_interest(size, np.asarray(entry, np.float64), limits)
+        fired["open_interest_cuts"] = {f"{names[a]}:{side}": k for (a, side), k in cuts.items()}
+    c["guardrails_fired"] = fired
+    book = _wrap("book", Book, arr(coll), arr(size), arr(np.asarray(entry)))
     model = _wrap("model", RiskModel, grid, prices, oracle, basis, mark, funding, ladder, book, liquidation,
                   arr(c["insurance_fund"]), breaker)
     c["asset_names"] = names

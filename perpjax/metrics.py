@@ -93,6 +93,9 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     s["throttled_steps_mean"] = float(out.path_throttled_steps.mean())
     s["over_liquidated_notional_mean"] = float(out.path_over_notional.mean())
     s["excess_liquidation_cost_mean"] = float(out.path_excess_cost.mean())
+    fired = cfg.get("guardrails_fired", {})
+    s["guardrail_initial_margin_cuts"] = len(fired.get("initial_margin_cuts", {}))
+    s["guardrail_open_interest_cuts"] = len(fired.get("open_interest_cuts", {}))
     events = out.liq_events_sum.sum()
     s["mark_lag_artefact_share"] = float(out.artefacts_sum.sum() / events) if events else 0.0
     s["p_uncovered_bad_debt"] = float((out.path_uncovered > 0).mean())

@@ -249,3 +249,28 @@ def test_depth_decay_raises_slippage_on_the_same_paths():
     hit = a.liq_events[:, 0] > 0
     assert np.all(b.slippage[hit, 0] >= a.slippage[hit, 0] * (1 - 1e-12))
     assert (b.slippage[hit, 0] > a.slippage[hit, 0] * 1.01).mean() > 0.2
+
+
+def test_entry_guardrails_cap_leverage_and_open_interest():
+    from perpjax.config import build_model, load_config
+
+    base, labels, _ = build_model(load_config(None))
+    model, _, res = build_model(load_config(None, ["guardrails.enforce_initial_margin=true",
+                                                   "guardrails.open_interest_limit={BTC: 1.5e7}"]))
+    fired = res["guardrails_fired"]
+    s0, s1 = np.asarray(base.book.size, np.float64), np.asarray(model.book.size, np.float64)
+    entry, coll = np.asarray(base.book.entry, np.float64), np.asarray(base.book.collateral, np.float64)
+    def im(u, k=1.0):
+        return float(np.sum(base.ladder.initial(np.abs(s0[u] * k) * entry[u])))
+
+    for u, name in enumerate(labels.unit):
+        k = fired["initial_margin_cuts"].get(name)
+        if k is None:
+            assert im(u) <= coll[u]
+        else:  # the largest size within the cap (initial margin jumps at tier floors)
+            assert im(u, k) <= coll[u] < im(u, k * (1 + 1e-6))
+    cut_units = set(fired["initial_margin_cuts"])
+    assert "sol_degen_50x:SOL" in cut_units and "market_maker" not in cut_units
+    long_btc = s1[:, 0] > 0
+    assert np.sum(s1[long_btc, 0] * entry[long_btc, 0]) == pytest.approx(1.5e7, rel=1e-6)  # float32 book
+    assert "BTC:long" in fired["open_interest_cuts"]
