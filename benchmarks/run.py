@@ -55,7 +55,7 @@ def bench_perpjax(paths, repeats, unroll, config, overrides=()):
         runs.append(time.perf_counter() - t0)
     best = min(runs)
     steps = model.grid.n_steps
-    p = float((np.asarray(out.liq_step) > 0).mean())
+    p = float((np.asarray(out.acct.liq_step) > 0).mean())
     return {"case": "perpjax", "config": str(config), "overrides": list(overrides), "paths": paths, "steps": steps,
             "units": model.n_units, "unroll": unroll, "compile_plus_first_s": first, "run_best_s": best,
             "path_steps_per_s": paths * steps / best, "p_liquidation": p,

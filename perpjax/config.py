@@ -77,7 +77,7 @@ SECTIONS = {
                     "fraction_above_notional": (NUM, False, 100_000.0), "cooldown_seconds": (NUM, False, 0.0),
                     "adl": (BOOL, False, False), "backstop_fraction_of_mm": (NUM, False, 0.0),
                     "delay_seconds": (NUM, False, 0.0), "throttle_notional_per_step": (NUM, False, 0.0),
-                    "fairness": (BOOL, False, False), "forced_cost": (NUM, False, 0.0),
+                    "fairness": (BOOL, False, False), "ledger": (BOOL, False, False), "forced_cost": (NUM, False, 0.0),
                     "depth_vol_elasticity": (NUM, False, 0.0), "depth_floor": (NUM, False, 0.1),
                     "depth_vol_halflife_seconds": (NUM, False, 900.0)},
     "guardrails": {"circuit_breaker": (DICT, False, None), "enforce_initial_margin": (BOOL, False, False),
@@ -425,7 +425,8 @@ def build_model(cfg: dict):
                         throttle=arr(lq["throttle_notional_per_step"]), check_every=check_every, bridge=lq["bridge"],
                         mode=lq["mode"], cooldown=cooldown,
                         delay=_steps(grid, lq["delay_seconds"], "liquidation.delay_seconds") if lq["delay_seconds"]
-                        else 0, adl=lq["adl"], fairness=lq["fairness"], backstop=lq["backstop_fraction_of_mm"] > 0,
+                        else 0, adl=lq["adl"], fairness=lq["fairness"], ledger=lq["ledger"],
+                        backstop=lq["backstop_fraction_of_mm"] > 0,
                         throttled=lq["throttle_notional_per_step"] > 0)
     breaker = None
     cb = c["guardrails"]["circuit_breaker"]

@@ -26,6 +26,23 @@ class Cover(NamedTuple):
     uncovered: jax.Array  # () bad debt neither the fund nor ADL covered
 
 
+PAIRWISE_MAX_UNITS = 256
+
+
+def _capacity_ranked_ahead(score, cap):
+    """For each unit, the total capacity of the units ranked ahead of it (higher score first,
+    ties by index). Small books compare all pairs (fuses into the step; a sort per step cost
+    3.6x the whole default-book step on CPU); large books sort."""
+    n = score.shape[0]
+    if n <= PAIRWISE_MAX_UNITS:
+        idx = jnp.arange(n)
+        ahead = (score[None, :] > score[:, None]) | ((score[None, :] == score[:, None]) & (idx[None, :] < idx[:, None]))
+        return jnp.sum(jnp.where(ahead, cap[None, :], 0.0), axis=1)
+    order = jnp.argsort(-score)
+    cap_sorted = cap[order]
+    return (jnp.cumsum(cap_sorted) - cap_sorted)[jnp.argsort(order)]
+
+
 def cover_bad_debt(bad, balance, *, adl: bool, bankrupt, size_before, size, collateral, entry, mark,
                    asset_onehot, unit, unit_sum) -> Cover:
     """Pay this step's bad debt from the fund, then by ADL.
@@ -54,10 +71,8 @@ def cover_bad_debt(bad, balance, *, adl: bool, bankrupt, size_before, size, coll
     notional = unit_sum(jnp.abs(size) * mark)
     safe = jnp.maximum(equity, 1e-9)
     score = jnp.where(cap > 0, (cap / safe) * (notional / safe), -jnp.inf)
-    order = jnp.argsort(-score)
-    cap_sorted = cap[order]
-    before = jnp.cumsum(cap_sorted) - cap_sorted
-    charge = jnp.clip(rest - before, 0.0, cap_sorted)[jnp.argsort(order)]
+    before = _capacity_ranked_ahead(score, cap)
+    charge = jnp.clip(rest - before, 0.0, cap)
     hit = (charge > 0)[unit] & opposite
     realized = unit_sum(jnp.where(hit, pnl, 0.0))
     new_size = jnp.where(hit, 0.0, size)

@@ -154,6 +154,8 @@ class Liquidation(eqx.Module):
         delay: steps between trigger and execution.
         adl: auto-deleverage profitable opposite positions when the insurance fund cannot cover bad debt.
         fairness: compute over-liquidation and excess cost (a bisection per step; off by default).
+        ledger: keep every term of each unit's equity change (mark-to-market, basis) so value
+            conservation can be audited path by path (off by default: it costs per-step traffic).
     """
 
     depth: DepthModel
@@ -170,6 +172,7 @@ class Liquidation(eqx.Module):
     delay: int = eqx.field(static=True, default=0)
     adl: bool = eqx.field(static=True, default=False)
     fairness: bool = eqx.field(static=True, default=False)
+    ledger: bool = eqx.field(static=True, default=False)
     backstop: bool = eqx.field(static=True, default=False)
     throttled: bool = eqx.field(static=True, default=False)
 

@@ -25,7 +25,8 @@ def _stress_config(mode, seed, *, fund=5_000.0, adl=True, extra=None):
                                 "leverage_weights": [0.25, 0.25, 0.25, 0.25], "isolated_fraction": 0.3}}
     for a in cfg["assets"]:
         a["depth_usd"] = float(a["depth_usd"]) / 20  # thin books: forced fills leave bad debt
-    cfg["liquidation"].update(mode=mode, adl=adl, buffer=0.02, fraction=0.25, fraction_above_notional=50_000.0)
+    cfg["liquidation"].update(mode=mode, adl=adl, buffer=0.02, fraction=0.25, fraction_above_notional=50_000.0,
+                              ledger=True)
     if mode == "fraction":
         cfg["liquidation"]["cooldown_seconds"] = 120
     cfg["liquidation"].update(extra or {})
