@@ -48,6 +48,7 @@ class Brackets:
     mmr: np.ndarray
     max_leverage: np.ndarray
     cum: np.ndarray
+    max_notional: float = math.inf  # cap of the last bracket (a position above it cannot be opened)
 
     @property
     def imr(self) -> np.ndarray:
@@ -79,7 +80,9 @@ def brackets(venue: str, symbol: str) -> Brackets:
     rows = p["symbols"].get(symbol)
     if rows is None:
         raise ValueError(f"symbol: {symbol!r} not in the {venue} preset (known: {', '.join(p['symbols'])})")
-    b = Brackets(*(np.array([float(r[k]) for r in rows]) for k in ("floor", "mmr", "max_leverage", "cum")))
+    cap = float(p.get("max_notional", {}).get(symbol, math.inf))
+    b = Brackets(*(np.array([float(r[k]) for r in rows]) for k in ("floor", "mmr", "max_leverage", "cum")),
+                 max_notional=cap)
     derived = continuity_amounts(b.floors, b.mmr)
     if not np.allclose(derived, b.cum, rtol=1e-9, atol=1e-6):
         raise ValueError(f"{venue}.{symbol}: published cum {b.cum.tolist()} disagrees with the recursion "
@@ -112,8 +115,12 @@ def binance_liquidation_price(wallet: float, size: float, entry: float, side: st
                               other_mm: float = 0.0, other_upnl: float = 0.0) -> float:
     """Liquidation price with the bracket that contains the notional at the liquidation price.
 
-    Returns 0.0 when the position cannot be liquidated (Binance shows "--").
+    Returns 0.0 when the position cannot be liquidated (Binance shows "--"). Raises if the
+    position's notional at entry is above the last bracket's cap (the ladder does not cover it).
     """
+    if size * entry > br.max_notional:
+        raise ValueError(f"size: notional {size * entry:,.0f} at entry exceeds the last bracket's cap "
+                         f"{br.max_notional:,.0f}; the ladder does not cover this position")
     for k in range(len(br.floors)):
         lp = binance_liquidation_price_in_bracket(wallet, size, entry, side, br.mmr[k], br.cum[k], other_mm,
                                                   other_upnl)

@@ -129,3 +129,23 @@ def test_config_ladder_from_preset():
     model, _, resolved = build_model(load_config(None, ["ladders.BTC=binance_usdm:BTCUSDT"]))
     assert resolved["ladders"]["BTC"][1] == {"floor": 50000.0, "mmr": 0.005, "imr": 0.01}
     assert model.ladder.n_tiers[0] == 10
+
+
+def test_ladder_must_cover_the_position():
+    br = venues.brackets("binance_usdm", "BTCUSDT")
+    with pytest.raises(ValueError, match="exceeds the last bracket's cap 500,000,000"):
+        venues.binance_liquidation_price(1e9, 6_000, 95_000, "long", br)
+
+
+def test_forced_execution_cost_is_superlinear_in_size():
+    """Doubling the forced order more than doubles its cost (square-root and other power-law depths)."""
+    import jax.numpy as jnp
+
+    from perpjax.liquidation import DepthModel
+
+    for e in (0.3, 0.5, 1.0):
+        d = DepthModel(jnp.asarray([1e6], jnp.float64), jnp.asarray([2e-4], jnp.float64), 0.005, e)
+        q = np.array([1e4, 1e5, 1e6, 1e7])
+        cost = q * np.asarray(d.slippage(jnp.asarray(q[:, None]))[:, 0])
+        cost2 = 2 * q * np.asarray(d.slippage(jnp.asarray(2 * q[:, None]))[:, 0])
+        assert np.all(cost2 > 2 * cost)
