@@ -33,8 +33,12 @@ class Result:
         atomic_write_json(d / "manifest.json", self.manifest)
 
 
-def run(config=None, *, overrides=(), paths=None, seed=None, progress=None) -> Result:
-    """Run a simulation from a config file path, a dict, or the packaged default (None)."""
+def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, checkpoint=None) -> Result:
+    """Run a simulation from a config file path, a dict, or the packaged default (None).
+
+    ``checkpoint``: a file to save progress to after every chunk and to resume from
+    (see ``engine.simulate``); it is removed once the run has finished.
+    """
     cfg = config if isinstance(config, dict) else load_config(config, overrides)
     if isinstance(config, dict) and overrides:
         from .config import apply_overrides
@@ -46,8 +50,12 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None) -> R
         cfg = {**cfg, "seed": seed}
     model, labels, resolved = build_model(cfg)
     t0 = time.perf_counter()
+    import hashlib
+    import json
+
+    fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
     out = simulate(model, seed=resolved["seed"], n_paths=resolved["paths"], chunk_size=resolved["chunk_size"],
-                   progress=progress)
+                   progress=progress, checkpoint=checkpoint, fingerprint=fingerprint)
     wall = time.perf_counter() - t0
     summary, accounts, per_path = summarize(out, model, labels, resolved)
     summary["path_steps_per_second"] = out.n_paths * out.n_steps / wall

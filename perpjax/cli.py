@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mark.window_seconds=300 (repeatable)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--resume", action="store_true",
+                   help="continue a killed run from DIR/checkpoint.npz (progress is saved there after every chunk)")
     s.add_argument("--compare-modes", metavar="M1,M2,...",
                    help="run these liquidation modes (full, buffer, tier_step, fraction) on the same random "
                         "paths and print their venue metrics side by side")
@@ -85,10 +87,22 @@ def main(argv=None) -> int:
 
     if args.compare_modes:
         return _compare(cfg, args, progress, bar)
-    res = run(cfg, progress=progress)
+    from pathlib import Path
+
+    ckpt = Path(args.out) / "checkpoint.npz"
+    if not args.resume:
+        ckpt.unlink(missing_ok=True)
+    try:
+        res = run(cfg, progress=progress, checkpoint=ckpt)
+    except ValueError as e:
+        if "checkpoint:" not in str(e):
+            raise
+        print(f"perpjax: {e}", file=sys.stderr)
+        return 2
     if bar is not None:
         bar.close()
     res.write(args.out)
+    ckpt.unlink(missing_ok=True)
     print(_table(res.summary, res.accounts))
     print(f"\nwrote {args.out}/summary.json, accounts.csv, tiers.csv, manifest.json")
     return 0

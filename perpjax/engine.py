@@ -473,6 +473,32 @@ class Outcome(NamedTuple):
     unit_paths: UnitPaths | None  # per-path per-unit arrays when requested
 
 
+def _save_checkpoint(path, key: str, done: int, acc: dict, per_path: dict) -> None:
+    from .io import atomic_write_npz
+
+    arrays = {f"acc__{k}": v for k, v in acc.items()}
+    arrays.update({f"path__{k}": np.concatenate(v) for k, v in per_path.items() if v})
+    atomic_write_npz(path, key=np.asarray(key), done=np.asarray(done), **arrays)
+
+
+def _load_checkpoint(path, key: str, acc: dict, per_path: dict) -> int:
+    """Fill ``acc`` / ``per_path`` from a matching checkpoint; returns the first path still to run."""
+    from pathlib import Path
+
+    if not Path(path).exists():
+        return 0
+    with np.load(path) as z:
+        if str(z["key"]) != key:
+            raise ValueError(f"checkpoint: {path} belongs to another run (config, seed, paths or chunk size "
+                             "differ); remove it or choose another output directory")
+        for k in acc:
+            acc[k][...] = z[f"acc__{k}"]
+        for k in per_path:
+            if f"path__{k}" in z:
+                per_path[k].append(z[f"path__{k}"])
+        return int(z["done"])
+
+
 def carry_bytes_per_path(model: RiskModel) -> int:
     """Bytes of scan state one path carries (what a chunk keeps live at every step)."""
     P = _positions(model)
@@ -491,11 +517,17 @@ def auto_chunk_size(model: RiskModel, n_paths: int) -> int:
 
 
 def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str = "auto", unroll: int = 1,
-             keep_unit_paths: bool = False, progress=None) -> Outcome:
+             keep_unit_paths: bool = False, progress=None, checkpoint=None, fingerprint: str = "") -> Outcome:
     """Simulate ``n_paths`` paths in chunks and reduce them.
 
     The last chunk is padded to ``chunk_size`` (one compile for the whole run)
     and the padding dropped. ``progress(done, total)`` is called after each chunk.
+
+    ``checkpoint``: a file the running reductions are written to (atomically) after
+    every chunk. If it exists and carries the same ``fingerprint`` (config, seed,
+    paths, chunk size), the run resumes after its last chunk: a killed run loses at
+    most the chunk in flight, and the resumed result equals an uninterrupted one
+    (chunks are keyed by path index). Not with ``keep_unit_paths``.
     """
     if n_paths < 1:
         raise ValueError(f"paths: must be >= 1 (got {n_paths})")
@@ -509,7 +541,14 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     acc = {k: np.zeros(units) for k in Outcome._fields if k.endswith(("_sum", "_count"))}
     per_path = {k: [] for k in Outcome._fields if k.startswith("path_")}
     kept = []
-    for start in range(0, n_paths, chunk):
+    first = 0
+    if checkpoint is not None:
+        if keep_unit_paths:
+            raise ValueError("checkpoint: not supported with keep_unit_paths")
+        first = _load_checkpoint(checkpoint, f"{fingerprint}|{n_paths}|{chunk}", acc, per_path)
+        if progress is not None and first:
+            progress(first, n_paths)
+    for start in range(first, n_paths, chunk):
         n = min(chunk, n_paths - start)
         out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
         u = _flatten(jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out))
@@ -545,6 +584,8 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
             per_path[f"path_{k}"].append(v)
         if keep_unit_paths:
             kept.append(u)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, f"{fingerprint}|{n_paths}|{chunk}", start + n, acc, per_path)
         if progress is not None:
             progress(start + n, n_paths)
     unit_paths = None
