@@ -256,6 +256,11 @@ def initial_equity(model: RiskModel):
     return _margin(model, P, P.size, mark0, model.book.collateral)[0]
 
 
+def _simple_full(liq: Liquidation) -> bool:
+    """Full closes only, nothing that moves positions otherwise (ADL, backstop, throttle)."""
+    return liq.mode == "full" and not (liq.adl or liq.backstop or liq.throttled)
+
+
 def _counts_events(liq: Liquidation) -> bool:
     """Whether a unit can be liquidated more than once (else events = first-liquidation flag)."""
     return liq.mode != "full" or liq.throttled
@@ -271,7 +276,10 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     basis = model.basis.step(s.basis, d[R.BASIS], step_s) if model.basis.stochastic else s.basis
     mark_state, mark = model.mark.update(s.mark_state, index, basis, step_s)
 
-    size, A = s.size, s.acct
+    A = s.acct
+    # A full close empties a unit at once: its sizes are the book's while it is open, so the
+    # carry need not hold them (one (positions,) read + write less per step).
+    size = size_in = P.size * s.open[P.unit] if _simple_full(liq) else s.size
     mark_p = mark[P.asset]
     mtm = A.mtm + P.unit_sum(size * (mark - s.mark)[P.asset]) if liq.ledger else A.mtm
     collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, A.funding_paid
@@ -346,7 +354,7 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     if liq.fairness:
         # Liquidated while the account looked healthy: on the mark at execution (a delayed order after
         # a rebound) or on the index (the mark's smoothing lagged the recovery).
-        eq_i, mm_i, _ = _margin(model, P, s.size, index, collateral)
+        eq_i, mm_i, _ = _margin(model, P, size_in, index, collateral)
         artefact = execute & ((gap >= 0) | (eq_i >= mm_i))
     fund = V.fund + jnp.sum(f.fee)
     c = cover_bad_debt(f.bad_debt, model.insurance_fund + fund, adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
@@ -377,10 +385,10 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         throttled_steps=V.throttled_steps + throttled if liq.throttled else V.throttled_steps)
     new = _State(
         draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state,
-        premium_sum=premium_sum, mark=mark, size=c.size, collateral=c.collateral,
+        premium_sum=premium_sum, mark=mark, size=s.size if _simple_full(liq) else c.size,
+        collateral=c.collateral,
         # Full closes without ADL or backstop empty exactly the executed units.
-        open=(s.open & ~execute) if (liq.mode == "full" and not (liq.adl or liq.backstop or liq.throttled))
-        else P.unit_sum(jnp.abs(c.size)) > 0, gap=gap,
+        open=(s.open & ~execute) if _simple_full(liq) else P.unit_sum(jnp.abs(c.size)) > 0, gap=gap,
         cooldown_until=jnp.where(market & ~f.full, ti + liq.cooldown, s.cooldown_until) if liq.cooldown
         else s.cooldown_until,
         pending=pending, realised_var=realised_var, ring=ring, halt_until=halt_until, vault_size=vault_size,
@@ -395,7 +403,8 @@ def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome
     s0 = initial_state(model, P, path_key)
     ts = jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32)
     s, _ = jax.lax.scan(lambda c, t: (_step(model, P, path_key, c, t), None), s0, ts, unroll=unroll)
-    equity_T = s.collateral + P.unit_sum(s.size * (s.mark[P.asset] - P.entry))
+    size_T = P.size * s.open[P.unit] if _simple_full(model.liquidation) else s.size
+    equity_T = s.collateral + P.unit_sum(size_T * (s.mark[P.asset] - P.entry))
     loss = initial_equity(model) - equity_T
     acct = s.acct
     if not _counts_events(model.liquidation):
@@ -513,7 +522,10 @@ def auto_chunk_size(model: RiskModel, n_paths: int) -> int:
     budget = 16 * 2**20 if jax.default_backend() == "cpu" else 2 * 2**30
     per_path = carry_bytes_per_path(model)
     cap = 25_000 if jax.default_backend() == "cpu" else 1_000_000
-    return int(max(64, min(cap, n_paths, budget // per_path)))
+    most = int(max(64, min(cap, n_paths, budget // per_path)))
+    # Equal chunks: the last one is padded to the chunk size, so split the run evenly.
+    n_chunks = -(-n_paths // most)
+    return -(-n_paths // n_chunks)
 
 
 def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str = "auto", unroll: int = 1,
