@@ -11,38 +11,33 @@ from pathlib import Path
 import jax
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a partial file)."""
+def _atomic_write(path, mode: str, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then ``os.replace`` it
+    onto ``path``: readers never see a partial file, and a crash leaves the old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    _atomic_write(path, "w", lambda f: f.write(text))
 
 
 def atomic_write_npz(path, **arrays) -> None:
-    """``numpy.savez`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    """``numpy.savez`` to ``path`` atomically."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, "wb", lambda f: np.savez(f, **arrays))
 
 
 def atomic_write_json(path, obj) -> None:

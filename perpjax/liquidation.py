@@ -230,7 +230,7 @@ class Liquidation(eqx.Module):
             if scale is not None:
                 frac = frac * scale
             q_part = jnp.where(trig_p, size * frac, 0.0)
-            part = self._settle(q_part, *ctx[:6], unit_sum, dfac)
+            part = self._settle(q_part, collateral, size, entry, mid, mark, asset, unit_sum, dfac)
             # Bankrupt at the partial fill, or nothing left: close in full instead.
             left_any = unit_sum(jnp.abs(size - q_part)) > 0
             go_full = trigger & ((part[1] < 0) | ~left_any)

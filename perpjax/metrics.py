@@ -60,7 +60,10 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     s["trader_loss_mean"] = float(out.path_trader_loss.mean())
     s["fees_mean"] = float(out.path_fees.mean())
     s["funding_paid_mean"] = float(out.path_funding_net.mean())
-    for name, x in (("bad_debt", out.path_bad_debt), ("trader_loss", out.path_trader_loss)):
+    # Drawdown of the insurance fund: USD below its starting balance, >= 0.
+    drawdown = -np.minimum(out.path_fund_min, 0.0)
+    for name, x in (("bad_debt", out.path_bad_debt), ("trader_loss", out.path_trader_loss),
+                    ("insurance_fund_drawdown", drawdown)):
         for a in LEVELS:
             v, e, vse, ese = var_es(x, a)
             k = _level_key(a)
@@ -73,13 +76,6 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     s["slippage_mean"] = float(out.path_slippage.mean())
     fund = float(cfg["insurance_fund"])
     s["insurance_fund"] = fund
-    # Drawdown of the fund (USD below its starting balance, >= 0) and its tail.
-    drawdown = -np.minimum(out.path_fund_min, 0.0)
-    for a in LEVELS:
-        v, e, vse, ese = var_es(drawdown, a)
-        k = _level_key(a)
-        s[f"insurance_fund_drawdown_var_{k}"], s[f"insurance_fund_drawdown_es_{k}"] = v, e
-        s[f"insurance_fund_drawdown_var_{k}_se"], s[f"insurance_fund_drawdown_es_{k}_se"] = vse, ese
     short = (out.path_adl + out.path_uncovered) > 0  # the fund could not pay some bad debt
     s["p_insurance_fund_depleted"] = float(short.mean())
     s["p_insurance_fund_depleted_se"] = float(math.sqrt(short.mean() * (1 - short.mean()) / n))
