@@ -10,7 +10,9 @@ def _table(summary: dict, accounts) -> str:
     keys = ["paths", "steps", "seed", "p_any_liquidation", "expected_liquidations", "bad_debt_mean", "p_bad_debt",
             "bad_debt_var_99", "bad_debt_es_99", "bad_debt_es_99_9", "trader_loss_var_99", "trader_loss_es_99",
             "liquidated_notional_p99", "liquidation_events_mean", "insurance_fund_drawdown_es_99",
-            "p_insurance_fund_depleted", "p_adl", "adl_mean", "uncovered_bad_debt_mean", "path_steps_per_second"]
+            "p_insurance_fund_depleted", "p_adl", "adl_mean", "uncovered_bad_debt_mean", "stress_time_share",
+            "cascade_amplification", "cascade_amplification_p99", "cascade_rounds_mean", "cascade_rounds_p99",
+            "cascade_size_p99", "path_steps_per_second"]
     lines = ["venue", "-----"]
     for k in keys:
         if k in summary:
@@ -31,6 +33,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("simulate", help="simulate a book and report liquidation and tail-loss metrics")
     s.add_argument("config", nargs="?", help="YAML config (default: the packaged default config)")
+    s.add_argument("--scenario", metavar="NAME",
+                   help="apply a packaged stress scenario over the config (see `perpjax scenarios`)")
     s.add_argument("--paths", type=int, help="number of Monte Carlo paths")
     s.add_argument("--seed", type=int, help="random seed")
     s.add_argument("--out", default="perpjax-out", help="output directory (default: perpjax-out)")
@@ -42,6 +46,17 @@ def main(argv=None) -> int:
     s.add_argument("--compare-modes", metavar="M1,M2,...",
                    help="run these liquidation modes (full, buffer, tier_step, fraction) on the same random "
                         "paths and print their venue metrics side by side")
+    sub.add_parser("scenarios", help="list the packaged stress scenarios")
+    ft = sub.add_parser("fit", help="fit the market model (vol, nu, jumps, GARCH, calm/stress correlation) to prices")
+    ft.add_argument("csv", nargs="?", help="prices in the format of ../shared/data (timestamp, symbol, close, ...); "
+                                            "default: the shared Binance USD-M hourly file")
+    ft.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT,DOGEUSDT", help="comma-separated symbols")
+    ft.add_argument("--names", default="BTC,ETH,SOL,DOGE", help="asset names in the config, one per symbol")
+    ft.add_argument("--start", help="first bar (UTC date or unix seconds)")
+    ft.add_argument("--end", help="end of the window, exclusive (UTC date or unix seconds)")
+    ft.add_argument("--base", help="config whose book, ladders and depth the fitted market goes into "
+                                   "(default: the packaged default)")
+    ft.add_argument("--out", default="fitted.yaml", help="config file to write (default: fitted.yaml)")
     lp = sub.add_parser("liq-price", help="exact liquidation and bankruptcy price of one position (no Monte Carlo)")
     lp.add_argument("--venue", required=True, help="binance_usdm, hyperliquid or dydx_v4")
     lp.add_argument("--symbol", required=True, help="e.g. BTCUSDT (binance_usdm), BTC (hyperliquid), BTC-USD (dydx_v4)")
@@ -60,11 +75,18 @@ def main(argv=None) -> int:
         return _liq_price(args)
     if args.cmd == "funding-rate":
         return _funding_rate(args)
+    if args.cmd == "scenarios":
+        return _scenarios()
+    if args.cmd == "fit":
+        return _fit(args)
 
-    from .config import ConfigError, build_model, load_config
+    from .config import ConfigError, apply_overrides, apply_scenario, build_model, load_config
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config)
+        if args.scenario:
+            cfg = apply_scenario(cfg, args.scenario)
+        cfg = apply_overrides(cfg, args.overrides)
         if args.paths is not None:
             cfg["paths"] = args.paths
         if args.seed is not None:
@@ -153,6 +175,46 @@ def _compare(cfg, args, progress, bar) -> int:
     print(f"liquidation paths on the same {cfg.get('paths', 100_000):,} random paths (seed {cfg.get('seed', 0)})")
     print(table.to_string(float_format=lambda x: f"{x:,.5g}"))
     print(f"\nwrote {args.out}/compare.csv and one folder per mode")
+    return 0
+
+
+def _scenarios() -> int:
+    from .config import list_scenarios
+
+    rows = list_scenarios()
+    w = max(len(n) for n, _ in rows)
+    print("packaged scenarios (perpjax simulate [CONFIG] --scenario NAME):")
+    for name, desc in rows:
+        print(f"  {name:<{w}}  {desc}")
+    return 0
+
+
+def _fit(a) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from . import fit, replay
+    from .config import ConfigError, build_model, load_config
+    from .io import atomic_write_text
+
+    symbols = [x.strip() for x in a.symbols.split(",") if x.strip()]
+    names = [x.strip() for x in a.names.split(",") if x.strip()]
+    if len(names) != len(symbols):
+        print(f"perpjax: input error: --names has {len(names)} names for {len(symbols)} symbols", file=sys.stderr)
+        return 2
+    try:
+        closes = fit.read_prices(a.csv if a.csv else replay.default_data_path())
+        res = fit.fit_market(closes, symbols, start=a.start, end=a.end)
+        cfg = fit.market_config(res, names, load_config(a.base))
+        build_model(cfg)  # the written config must be valid as it stands
+    except (ValueError, ConfigError) as e:
+        print(f"perpjax: input error: {e}", file=sys.stderr)
+        return 2
+    print(fit.summary_table(res).to_string(float_format=lambda x: f"{x:,.4g}"))
+    atomic_write_text(Path(a.out), "# written by `perpjax fit`; the market keys are fitted, the rest is the base "
+                      "config\n" + yaml.safe_dump(cfg, sort_keys=False))
+    print(f"\nwrote {a.out} (run it: perpjax simulate {a.out})")
     return 0
 
 

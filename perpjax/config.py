@@ -54,6 +54,11 @@ SCHEMA = {
     "insurance_fund": (NUM, False, 0.0),
     "book": (DICT, True, None),
     "guardrails": (DICT, False, {}),
+    "description": (STR, False, ""),
+    "cascade": (DICT, False, None),
+    "regimes": (DICT, False, None),
+    "garch": (DICT, False, None),
+    "events": (DICT, False, None),
 }
 SECTIONS = {
     "time": {"step_seconds": (NUM, True, None), "horizon_seconds": (NUM, True, None)},
@@ -64,11 +69,28 @@ SECTIONS = {
     "jumps": {"intensity_per_year": (ANY, True, None), "mean": (ANY, True, None), "std": (ANY, True, None)},
     "oracle": {"update_every_seconds": (NUM, False, None)},
     "mark": {"kind": (STR, False, "index"), "window_seconds": (NUM, False, 150.0)},
-    "basis": {"stationary_std": (NUM, False, 0.0), "half_life_seconds": (NUM, False, 3600.0)},
+    "basis": {"stationary_std": (NUM, False, 0.0), "half_life_seconds": (NUM, False, 3600.0),
+              "crowding": (ANY, False, 0.0)},
     "funding": {"enabled": (BOOL, False, True), "interval_seconds": (NUM, False, 28800.0),
                 "interest": (NUM, False, 1e-4), "clamp": (NUM, False, 5e-4), "cap": (NUM, False, 7.5e-3),
                 "quantum": (NUM, False, 0.0), "rounding": (STR, False, "nearest"), "price": (STR, False, "mark"),
                 "weighting": (STR, False, "linear"), "scale": (NUM, False, 1.0)},
+    "cascade": {"impact": (STR, False, "sqrt"), "permanent_fraction": (NUM, False, 0.5),
+                "impact_exponent": (NUM, False, None), "window_seconds": (NUM, False, 300.0)},
+    "regimes": {"stress_correlation": (LIST, True, None), "switch": (STR, False, "shock"),
+                "drawdown": (NUM, False, 0.05), "reference_halflife_seconds": (NUM, False, 21600.0),
+                "enter_rate_per_day": (NUM, False, 0.1), "exit_rate_per_day": (NUM, False, 4.0),
+                "vol_multiplier": (ANY, False, 1.0), "depth_factor": (ANY, False, 1.0)},
+    "garch": {"alpha": (ANY, True, None), "beta": (ANY, True, None), "fitted_seconds": (NUM, False, 3600.0)},
+    "events": {"shocks": (LIST, False, []), "depth_bursts": (LIST, False, []), "oracle_freezes": (LIST, False, []),
+               "stress_windows": (LIST, False, []), "replay": (DICT, False, None)},
+    "shock": {"assets": (ANY, False, "all"), "start_seconds": (NUM, True, None), "duration_seconds": (NUM, True, None),
+              "return": (NUM, True, None)},
+    "depth_burst": {"assets": (ANY, False, "all"), "start_seconds": (NUM, True, None),
+                    "duration_seconds": (NUM, True, None), "factor": (NUM, True, None)},
+    "window": {"start_seconds": (NUM, True, None), "duration_seconds": (NUM, True, None)},
+    "replay": {"start": (ANY, True, None), "symbols": (DICT, True, None), "csv": (STR, False, None),
+               "seed": (INT, False, 0), "bar_seconds": (NUM, False, 3600.0)},
     "tier": {"floor": (NUM, True, None), "mmr": (NUM, True, None), "imr": (NUM, True, None)},
     "liquidation": {"check_every_seconds": (NUM, False, None), "bridge": (BOOL, False, False),
                     "fee_rate": (NUM, False, 0.005), "depth_distance": (NUM, False, 0.005),
@@ -160,6 +182,31 @@ def default_config_path() -> Path:
     return Path(str(resources.files("perpjax") / "configs" / "default.yaml"))
 
 
+def scenarios_dir() -> Path:
+    return default_config_path().parent / "scenarios"
+
+
+def list_scenarios() -> list[tuple[str, str]]:
+    """(name, description) of every packaged scenario, sorted by name."""
+    out = []
+    for p in sorted(scenarios_dir().glob("*.yaml")):
+        raw = yaml.safe_load(p.read_text()) or {}
+        out.append((p.stem, str(raw.get("description", ""))))
+    return out
+
+
+def apply_scenario(cfg: dict, name: str) -> dict:
+    """``cfg`` with the named packaged scenario merged over it (its ``extends`` ignored):
+    the scenario's events, regimes, cascade and other keys apply to any config."""
+    p = scenarios_dir() / f"{name}.yaml"
+    if not p.is_file():
+        names = ", ".join(n for n, _ in list_scenarios())
+        raise ConfigError(f"--scenario {name}: no such scenario (available: {names})")
+    raw = yaml.safe_load(p.read_text())
+    raw.pop("extends", None)
+    return deep_merge(cfg, raw)
+
+
 def _parse_value(text):
     return yaml.safe_load(text)
 
@@ -238,6 +285,16 @@ def resolve(cfg: dict) -> dict:
         c[sec] = check_section(c[sec], SECTIONS[sec], sec)
     if c["jumps"] is not None:
         c["jumps"] = check_section(c["jumps"], SECTIONS["jumps"], "jumps")
+    for sec in ("cascade", "regimes", "garch", "events"):
+        if c[sec] is not None:
+            c[sec] = check_section(c[sec], SECTIONS[sec], sec)
+    ev = c["events"]
+    if ev is not None:
+        for key, spec in (("shocks", "shock"), ("depth_bursts", "depth_burst"), ("oracle_freezes", "window"),
+                          ("stress_windows", "window")):
+            ev[key] = [check_section(e, SECTIONS[spec], f"events.{key}[{i}]") for i, e in enumerate(ev[key])]
+        if ev["replay"] is not None:
+            ev["replay"] = check_section(ev["replay"], SECTIONS["replay"], "events.replay")
     names = [a["name"] for a in c["assets"]]
     if len(set(names)) != len(names):
         raise ConfigError(f"assets: names must be unique (got {names})")
@@ -394,7 +451,8 @@ def build_model(cfg: dict):
                    _steps(grid, o["update_every_seconds"], "oracle.update_every_seconds"))
     bs = c["basis"]
     basis = _wrap("basis", Basis, arr([a["basis_mean"] for a in assets]), arr(np.full(n, bs["stationary_std"])),
-                  arr(np.full(n, bs["half_life_seconds"])))
+                  arr(np.full(n, bs["half_life_seconds"])),
+                  crowding=arr(_num_list(bs["crowding"], "basis.crowding", n)))
     mk = c["mark"]
     mark = _wrap("mark", MarkPrice, arr(mk["window_seconds"]), mk["kind"])
     f = c["funding"]
@@ -473,7 +531,163 @@ def build_model(cfg: dict):
         fired["open_interest_cuts"] = {f"{names[a]}:{side}": k for (a, side), k in cuts.items()}
     c["guardrails_fired"] = fired
     book = _wrap("book", Book, arr(coll), arr(size), arr(np.asarray(entry)))
+    stress = build_stress(c, grid, prices, names, arr)
     model = _wrap("model", RiskModel, grid, prices, oracle, basis, mark, funding, ladder, book, liquidation,
-                  arr(c["insurance_fund"]), breaker)
+                  arr(c["insurance_fund"]), breaker, **stress)
     c["asset_names"] = names
     return model, labels, c
+
+
+def _asset_mask(v, names, path) -> np.ndarray:
+    """'all', one asset name or a list of names -> (assets,) bool."""
+    if v == "all":
+        return np.ones(len(names), bool)
+    sel = [v] if isinstance(v, str) else v
+    if not isinstance(sel, list) or not sel:
+        raise ConfigError(f"{path}: must be 'all', an asset name or a list of asset names (got {v!r})")
+    for x in sel:
+        if x not in names:
+            raise ConfigError(f"{path}: unknown asset {x!r} (assets: {', '.join(names)})")
+    return np.isin(np.asarray(names), sel)
+
+
+def _window_rows(grid, e, path) -> slice:
+    """Rows (steps) of the schedule covered by an event window [start, start + duration)."""
+    start, dur = float(e["start_seconds"]), float(e["duration_seconds"])
+    if start < 0:
+        raise ConfigError(f"{path}.start_seconds: must be >= 0 (got {start})")
+    if start + dur > grid.horizon_seconds + 1e-9:
+        raise ConfigError(f"{path}: the window ends at {start + dur:g} s, after the horizon "
+                          f"({grid.horizon_seconds:g} s)")
+    a = 0 if start == 0 else _steps(grid, start, f"{path}.start_seconds")
+    return slice(a, a + _steps(grid, dur, f"{path}.duration_seconds"))
+
+
+def build_stress(c: dict, grid, prices, names, arr) -> dict:
+    """The cascade and stress pieces of a RiskModel (``impact``, ``cascade``, ``regimes``, ``garch``,
+    ``schedule``) from a resolved config; each None when its section is absent."""
+    from .paths import correlation_factor
+    from .stress import (
+        IMPACT_LAWS,
+        CascadeMonitor,
+        Garch,
+        Impact,
+        Regimes,
+        Schedule,
+        ref_alpha_from_halflife,
+    )
+
+    n, steps = len(names), grid.n_steps
+    out = {"impact": None, "cascade": None, "regimes": None, "garch": None, "schedule": None}
+    cs = c["cascade"]
+    if cs is not None:
+        out["cascade"] = CascadeMonitor(_steps(grid, cs["window_seconds"], "cascade.window_seconds"))
+        law = cs["impact"]
+        if law not in (*IMPACT_LAWS, "none"):
+            raise ConfigError(f"cascade.impact: must be one of none, {', '.join(IMPACT_LAWS)} (got {law!r})")
+        if law == "power" and cs["impact_exponent"] is None:
+            raise ConfigError("cascade.impact_exponent: required with impact 'power'")
+        if law != "power" and cs["impact_exponent"] is not None:
+            raise ConfigError(f"cascade.impact_exponent: only with impact 'power' ({law} fixes it)")
+        if cs["permanent_fraction"] < 0:
+            raise ConfigError(f"cascade.permanent_fraction: must be >= 0 (got {cs['permanent_fraction']})")
+        if law != "none" and cs["permanent_fraction"] > 0:
+            e = IMPACT_LAWS[law] if law != "power" else float(cs["impact_exponent"])
+            out["impact"] = _wrap("cascade", Impact, arr(cs["permanent_fraction"]),
+                                  float(c["liquidation"]["depth_distance"]), law, e)
+    rg = c["regimes"]
+    if rg is not None:
+        sc = _num_list(rg["stress_correlation"], "regimes.stress_correlation")
+        if sc.shape != (n, n):
+            raise ConfigError(f"regimes.stress_correlation: must be {n}x{n} for {n} assets (got shape {sc.shape})")
+        try:
+            L = correlation_factor(sc)
+        except ValueError as e:
+            raise ConfigError(f"regimes.stress_{e}") from None
+        days = grid.step_seconds / 86400.0
+        for k in ("drawdown", "enter_rate_per_day", "exit_rate_per_day", "reference_halflife_seconds"):
+            if rg[k] < 0:
+                raise ConfigError(f"regimes.{k}: must be >= 0 (got {rg[k]})")
+        if rg["switch"] == "shock" and rg["reference_halflife_seconds"] <= 0:
+            raise ConfigError("regimes.reference_halflife_seconds: must be > 0")
+        out["regimes"] = _wrap(
+            "regimes", Regimes, arr(L), arr(_num_list(rg["vol_multiplier"], "regimes.vol_multiplier", n)),
+            arr(_num_list(rg["depth_factor"], "regimes.depth_factor", n)),
+            arr(-np.expm1(-rg["enter_rate_per_day"] * days)), arr(-np.expm1(-rg["exit_rate_per_day"] * days)),
+            arr(rg["drawdown"]), arr(ref_alpha_from_halflife(max(rg["reference_halflife_seconds"], 1e-9)
+                                                             / grid.step_seconds)), rg["switch"])
+    g = c["garch"]
+    if g is not None:
+        if g["fitted_seconds"] <= 0:
+            raise ConfigError(f"garch.fitted_seconds: must be > 0 (got {g['fitted_seconds']})")
+        try:
+            a, b = Garch.per_step(_num_list(g["alpha"], "garch.alpha", n), _num_list(g["beta"], "garch.beta", n),
+                                  g["fitted_seconds"] / grid.step_seconds)
+        except ValueError as e:
+            raise ConfigError(f"garch.{e}") from None
+        if np.any(b < 0):
+            raise ConfigError("garch.alpha: too large for the step (per-step beta would be negative)")
+        out["garch"] = _wrap("garch", Garch, arr(a), arr(b))
+    ev = c["events"]
+    if ev is not None:
+        shift = depth = frozen = forced = None
+        for i, e in enumerate(ev["shocks"]):
+            p = f"events.shocks[{i}]"
+            rows = _window_rows(grid, e, p)
+            if not e["return"] > -1:
+                raise ConfigError(f"{p}.return: must be > -1 (a simple return; got {e['return']})")
+            shift = np.zeros((steps, n)) if shift is None else shift
+            shift[rows] += _asset_mask(e["assets"], names, f"{p}.assets") * (
+                np.log1p(e["return"]) / (rows.stop - rows.start))
+        for i, e in enumerate(ev["depth_bursts"]):
+            p = f"events.depth_bursts[{i}]"
+            if not e["factor"] > 0:
+                raise ConfigError(f"{p}.factor: must be > 0 (got {e['factor']})")
+            depth = np.ones((steps, n)) if depth is None else depth
+            depth[_window_rows(grid, e, p)] *= np.where(_asset_mask(e["assets"], names, f"{p}.assets"), e["factor"], 1)
+        for i, e in enumerate(ev["oracle_freezes"]):
+            frozen = np.zeros(steps, bool) if frozen is None else frozen
+            frozen[_window_rows(grid, e, f"events.oracle_freezes[{i}]")] = True
+        for i, e in enumerate(ev["stress_windows"]):
+            if rg is None:
+                raise ConfigError(f"events.stress_windows[{i}]: needs a regimes section (the stress correlation)")
+            forced = np.zeros(steps, bool) if forced is None else forced
+            forced[_window_rows(grid, e, f"events.stress_windows[{i}]")] = True
+        replace = False
+        if ev["replay"] is not None:
+            if shift is not None:
+                raise ConfigError("events.replay: replaces the price path; shocks do not apply with it")
+            shift, replace = _replay_returns(ev["replay"], grid, names), True
+        sched = Schedule(None if shift is None else arr(shift), None if depth is None else arr(depth),
+                         None if frozen is None else jnp.asarray(frozen),
+                         None if forced is None else jnp.asarray(forced), replace)
+        out["schedule"] = None if sched.empty else sched
+    return out
+
+
+def _whole(x: float, path: str) -> int:
+    if not float(x).is_integer():
+        raise ConfigError(f"{path}: a replay needs a whole number of seconds (got {x})")
+    return int(x)
+
+
+def _replay_returns(rp: dict, grid, names) -> np.ndarray:
+    """(steps, assets) log returns of the real path (see ``replay``), rebased to the config's prices."""
+    from . import replay
+
+    syms = rp["symbols"]
+    missing = [a for a in names if a not in syms]
+    if missing:
+        raise ConfigError(f"events.replay.symbols: no symbol for asset {missing[0]} (give one per asset)")
+    extra = sorted(set(syms) - set(names))
+    if extra:
+        raise ConfigError(f"events.replay.symbols.{extra[0]}: not an asset (assets: {', '.join(names)})")
+    path = rp["csv"] if rp["csv"] is not None else replay.default_data_path()
+    try:
+        logp = replay.replay_log_prices(path, [str(syms[a]) for a in names], replay.parse_time(rp["start"]),
+                                        _whole(grid.horizon_seconds, "time.horizon_seconds"),
+                                        _whole(grid.step_seconds, "time.step_seconds"), seed=rp["seed"],
+                                        bar_seconds=_whole(rp["bar_seconds"], "events.replay.bar_seconds"))
+    except ValueError as e:
+        raise ConfigError(f"events.replay: {e}") from None
+    return np.diff(logp, axis=0)

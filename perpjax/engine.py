@@ -27,6 +27,18 @@ from .liquidation import Liquidation, bridge_cross_probability
 from .margin import Book, Ladder
 from .market import Basis, Funding, MarkPrice, Oracle
 from .paths import PriceModel, TimeGrid
+from .stress import (
+    CASCADE_EDGES,
+    CascadeMonitor,
+    CascadeState,
+    Garch,
+    Impact,
+    Regimes,
+    Schedule,
+    cascade_finish,
+    cascade_init,
+    cascade_update,
+)
 
 
 class RiskModel(eqx.Module):
@@ -43,6 +55,11 @@ class RiskModel(eqx.Module):
     liquidation: Liquidation
     insurance_fund: jax.Array
     breaker: CircuitBreaker | None = None
+    impact: Impact | None = None  # permanent impact of forced flow (cascade feedback)
+    cascade: CascadeMonitor | None = None  # cascade episode metrics
+    regimes: Regimes | None = None  # calm / stress correlation
+    garch: Garch | None = None  # volatility clustering
+    schedule: Schedule | None = None  # deterministic scenario inputs (shocks, replay, bursts, freezes)
 
     def __check_init__(self):
         n = self.prices.n_assets
@@ -56,6 +73,26 @@ class RiskModel(eqx.Module):
         if self.liquidation.bridge and self.oracle.update_every != 1:
             raise ValueError("liquidation.bridge: a stale oracle (update_every > 1) is piecewise constant; "
                              "the bridge needs update_every = 1")
+        if self.liquidation.bridge and (self.regimes is not None or self.garch is not None or
+                                        self.schedule is not None):
+            raise ValueError("liquidation.bridge: the crossing probability uses the model's constant covariance; "
+                             "not with regimes, garch or a scenario schedule")
+        if self.impact is not None and self.cascade is None:
+            raise ValueError("cascade: price impact needs the cascade monitor")
+        if self.schedule is not None and self.schedule.replace and (self.garch is not None or
+                                                                    self.regimes is not None):
+            raise ValueError("replay: the replayed path is the price; garch and regimes do not apply")
+        for name, a in (("regimes.stress_correlation", None if self.regimes is None else self.regimes.stress_factor),
+                        ("garch.alpha", None if self.garch is None else self.garch.alpha),
+                        ("schedule", None if self.schedule is None or self.schedule.log_return is None
+                         else self.schedule.log_return)):
+            if a is not None and a.shape[-1] != n:
+                raise ValueError(f"{name}: has {a.shape[-1]} assets, the price model has {n}")
+        if self.schedule is not None:
+            for name, a in (("schedule.log_return", self.schedule.log_return), ("schedule.depth", self.schedule.depth),
+                            ("schedule.frozen", self.schedule.frozen), ("schedule.stress", self.schedule.stress)):
+                if a is not None and a.shape[0] != self.grid.n_steps:
+                    raise ValueError(f"{name}: has {a.shape[0]} steps, the grid has {self.grid.n_steps}")
 
     @property
     def dtype(self):
@@ -69,8 +106,10 @@ class RiskModel(eqx.Module):
 def _draw_spec(model: RiskModel) -> tuple:
     """Every stream one step draws, in one static layout (see ``random.draw``)."""
     a = model.prices.n_assets
-    spec = model.prices.draw_spec()
+    replay = model.schedule is not None and model.schedule.replace
+    spec = () if replay else model.prices.draw_spec()
     spec += ((R.BASIS, a, "normal"),) if model.basis.stochastic else ()
+    spec += ((R.REGIME, 1, "uniform"),) if model.regimes is not None and model.regimes.switch == "markov" else ()
     spec += ((R.BRIDGE, model.n_units, "uniform"),) if model.liquidation.bridge else ()
     return spec
 
@@ -102,6 +141,10 @@ class _State(NamedTuple):
     vault_size: jax.Array  # (assets,) positions the backstop vault took over
     acct: UnitAccounts  # (units,) running sums per unit
     venue: VenueAccounts  # () running sums for the venue
+    v2: jax.Array | None  # (assets,) GARCH variance ratio (None without garch)
+    regime: jax.Array | None  # () bool, stress regime for this step (None without regimes)
+    ref: jax.Array | None  # () EWMA of the market's log level (shock switch)
+    cascade: CascadeState | None  # cascade bookkeeping (None without a cascade section)
 
 
 class UnitAccounts(NamedTuple):
@@ -142,6 +185,7 @@ class VenueAccounts(NamedTuple):
     backstop_events: jax.Array  # int32
     breaker_fires: jax.Array  # int32, circuit-breaker halts
     throttled_steps: jax.Array  # int32, steps where the throttle cut forced flow
+    stress_steps: jax.Array  # int32, steps spent in the stress regime
 
 
 class PathOutcome(NamedTuple):
@@ -151,6 +195,7 @@ class PathOutcome(NamedTuple):
     acct: UnitAccounts  # each (paths, units)
     venue: VenueAccounts  # each (paths,)
     log_return: jax.Array  # (paths, assets) log of final / initial true price
+    cascade: CascadeState | None  # each (paths, ...) when cascades are monitored
 
 
 class _Positions(NamedTuple):
@@ -234,14 +279,18 @@ def initial_state(model: RiskModel, P: _Positions, path_key) -> _State:
                         funding_paid=zu, adl_charge=zu, mtm=zu, backstop=zu, over_notional=zu, excess_cost=zu,
                         artefacts=iu)
     venue = VenueAccounts(fund=z, fund_min=z, fund_paid=z, adl=z, adl_events=i0, uncovered=z, backstop_pnl=z,
-                          backstop_events=i0, breaker_fires=i0, throttled_steps=i0)
+                          backstop_events=i0, breaker_fires=i0, throttled_steps=i0, stress_steps=i0)
     ring = model.breaker.init(s0) if model.breaker is not None else s0[None]
     return _State(
         draws=_draw(model, path_key, jnp.int32(1)), x=jnp.log(s0), index=s0, basis=basis0,
         mark_state=mark_state, premium_sum=jnp.zeros_like(s0), mark=mark0,
         size=P.size, collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
         gap=equity0 - mm0, cooldown_until=iu, pending=iu, realised_var=_reference_var(model), ring=ring,
-        halt_until=i0, vault_size=jnp.zeros_like(s0), acct=acct, venue=venue)
+        halt_until=i0, vault_size=jnp.zeros_like(s0), acct=acct, venue=venue,
+        v2=None if model.garch is None else jnp.ones_like(s0),
+        regime=None if model.regimes is None else jnp.zeros((), bool),
+        ref=None if model.regimes is None else jnp.zeros((), dtype),
+        cascade=None if model.cascade is None else cascade_init(jnp.log(s0), units, dtype))
 
 
 def _reference_var(model: RiskModel):
@@ -270,16 +319,33 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
     grid, liq = model.grid, model.liquidation
     dt, step_s = grid.dt_years, grid.step_seconds
     d = R.split(s.draws, _draw_spec(model))
-    x = s.x + model.prices.log_return_from(model.prices.draw_from(d), dt)
-    true_price = jnp.exp(x)
-    index = model.oracle.observe(t, true_price, s.index)
-    basis = model.basis.step(s.basis, d[R.BASIS], step_s) if model.basis.stochastic else s.basis
-    mark_state, mark = model.mark.update(s.mark_state, index, basis, step_s)
-
     A = s.acct
     # A full close empties a unit at once: its sizes are the book's while it is open, so the
     # carry need not hold them (one (positions,) read + write less per step).
     size = size_in = P.size * s.open[P.unit] if _simple_full(liq) else s.size
+    sched = model.schedule
+    stress = s.regime
+    if sched is not None and sched.stress is not None:
+        stress = (stress | sched.stress[t - 1]) if stress is not None else sched.stress[t - 1]
+    x, v2 = _price_step(model, d, s, stress, t, dt)
+    true_price = jnp.exp(x)
+    index = model.oracle.observe(t, true_price, s.index)
+    if sched is not None and sched.frozen is not None:
+        index = jnp.where(sched.frozen[t - 1], s.index, index)
+    basis = s.basis
+    if model.basis.moves:
+        imbalance = None
+        if model.basis.crowding is not None:
+            onehot = P.asset_onehot(size.dtype)
+            gross0 = jnp.maximum((jnp.abs(P.size) @ onehot) * model.prices.s0, 1e-30)
+            imbalance = (size @ onehot) * s.mark / gross0
+        basis = model.basis.step(s.basis, d[R.BASIS] if model.basis.stochastic else None, step_s, imbalance)
+    mark_state, mark = model.mark.update(s.mark_state, index, basis, step_s)
+    regime, level_ref = s.regime, s.ref
+    if model.regimes is not None:
+        level = jnp.mean(x - jnp.log(model.prices.s0))
+        u = d[R.REGIME][0] if model.regimes.switch == "markov" else None
+        regime, level_ref = model.regimes.next(s.regime, u, level, s.ref)
     mark_p = mark[P.asset]
     mtm = A.mtm + P.unit_sum(size * (mark - s.mark)[P.asset]) if liq.ledger else A.mtm
     collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, A.funding_paid
@@ -323,12 +389,18 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         execute = trigger & ~halted
 
     mid = true_price * (1.0 + basis)
-    realised_var, dfac = s.realised_var, None
+    realised_var, dfac_a = s.realised_var, None  # dfac_a: (assets,) fraction of quoted depth left
     if liq.depth.vol_elasticity:
         r = x - s.x
         a_v = 0.5 ** (1.0 / liq.depth.vol_halflife_steps)
         realised_var = a_v * s.realised_var + (1.0 - a_v) * r * r
-        dfac = liq.depth.depth_factor(realised_var, _reference_var(model))[P.asset]
+        dfac_a = liq.depth.depth_factor(realised_var, _reference_var(model))
+    if sched is not None and sched.depth is not None:
+        dfac_a = sched.depth[t - 1] if dfac_a is None else dfac_a * sched.depth[t - 1]
+    if model.regimes is not None:
+        rf = jnp.where(stress, model.regimes.depth_factor, 1.0)
+        dfac_a = rf if dfac_a is None else dfac_a * rf
+    dfac = None if dfac_a is None else jnp.broadcast_to(dfac_a, mark.shape)[P.asset]
 
     # Backstop: units far below maintenance go to the vault at mark, with what equity they have.
     vault_size, backstop_pnl = s.vault_size, V.backstop_pnl
@@ -361,6 +433,17 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
                        size_before=size, size=f.size, collateral=f.collateral, entry=P.entry, mark=mark_p,
                        asset_onehot=P.asset_onehot(mark.dtype), unit=P.unit, unit_sum=P.unit_sum)
     fund = fund - c.fund_paid
+    x_next, casc = x, s.cascade
+    if model.cascade is not None:
+        move = jnp.zeros_like(x)
+        if model.impact is not None:
+            # Net forced flow per asset (+ = buys): market fills and ADL closes; backstop takeovers
+            # move positions to the vault off the book and carry no flow.
+            flow = ((c.size - size) @ P.asset_onehot(size.dtype)) * mid
+            depth = liq.depth.depth_usd if dfac_a is None else liq.depth.depth_usd * dfac_a
+            move = model.impact.log_move(flow, depth)
+            x_next = x + move
+        casc = cascade_update(model.cascade, s.cascade, ti, x, move, execute, jnp.sum(f.notional))
     acct = UnitAccounts(
         liq_step=jnp.where(execute & (A.liq_step == 0), ti, A.liq_step),
         liq_events=A.liq_events + execute.astype(jnp.int32) if _counts_events(liq) else A.liq_events,
@@ -382,9 +465,10 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         uncovered=V.uncovered + c.uncovered, backstop_pnl=backstop_pnl,
         backstop_events=V.backstop_events + jnp.sum(take) if liq.backstop else V.backstop_events,
         breaker_fires=V.breaker_fires + fired if model.breaker is not None else V.breaker_fires,
-        throttled_steps=V.throttled_steps + throttled if liq.throttled else V.throttled_steps)
+        throttled_steps=V.throttled_steps + throttled if liq.throttled else V.throttled_steps,
+        stress_steps=V.stress_steps + stress if stress is not None else V.stress_steps)
     new = _State(
-        draws=_draw(model, path_key, t + 1), x=x, index=index, basis=basis, mark_state=mark_state,
+        draws=_draw(model, path_key, t + 1), x=x_next, index=index, basis=basis, mark_state=mark_state,
         premium_sum=premium_sum, mark=mark, size=s.size if _simple_full(liq) else c.size,
         collateral=c.collateral,
         # Full closes without ADL or backstop empty exactly the executed units.
@@ -392,9 +476,71 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         cooldown_until=jnp.where(market & ~f.full, ti + liq.cooldown, s.cooldown_until) if liq.cooldown
         else s.cooldown_until,
         pending=pending, realised_var=realised_var, ring=ring, halt_until=halt_until, vault_size=vault_size,
-        acct=acct, venue=venue)
+        acct=acct, venue=venue, v2=v2, regime=regime, ref=level_ref, cascade=casc)
     # The carry keeps its dtypes (float32 stays float32 when x64 is enabled).
     return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, s)
+
+
+def _price_step(model: RiskModel, d: dict, s, stress, t, dt):
+    """Log true price after this step's exogenous move, and the next GARCH variance ratio.
+
+    ``s`` needs ``x`` and ``v2`` (a ``_State``); ``stress``: this step's regime (None without regimes)."""
+    sched, pm = model.schedule, model.prices
+    if sched is not None and sched.replace:
+        return s.x + sched.log_return[t - 1], s.v2
+    draw = pm.draw_from(d)
+    factor = scale = None
+    if model.regimes is not None:
+        factor = jnp.where(stress, model.regimes.stress_factor, pm.factor)
+        scale = jnp.where(stress, model.regimes.vol_multiplier, 1.0)
+    v2 = s.v2
+    if model.garch is not None:
+        scale = jnp.sqrt(s.v2) if scale is None else scale * jnp.sqrt(s.v2)
+    inn = pm.innovation_from(draw, factor)
+    r = pm.log_return_from(draw, dt, scale=scale, innovation=inn)
+    if model.garch is not None:
+        z = inn * scale  # diffusion return / (vol sqrt(dt))
+        v2 = model.garch.update(s.v2, z * z)
+    if sched is not None and sched.log_return is not None:
+        r = r + sched.log_return[t - 1]
+    return s.x + r, v2
+
+
+class _PriceState(NamedTuple):
+    x: jax.Array
+    v2: jax.Array | None
+    regime: jax.Array | None
+    ref: jax.Array | None
+
+
+@eqx.filter_jit
+def price_returns(model: RiskModel, key, start, count: int) -> jax.Array:
+    """Per-step exogenous log returns, (count, steps, assets), of paths ``start .. start+count-1``:
+    the same price step (and draws) as ``simulate``, with its GARCH, regimes and schedule, but no
+    book and so no feedback. For checking the fitted market against data (``fit``) and for users."""
+    s0 = model.prices.s0
+    spec = _draw_spec(model)
+
+    def path(pkey):
+        def step(c, t):
+            d = R.split(_draw(model, pkey, t), spec)
+            stress = c.regime
+            if model.schedule is not None and model.schedule.stress is not None:
+                forced = model.schedule.stress[t - 1]
+                stress = forced if stress is None else stress | forced
+            x, v2 = _price_step(model, d, c, stress, t, model.grid.dt_years)
+            regime, ref = c.regime, c.ref
+            if model.regimes is not None:
+                u = d[R.REGIME][0] if model.regimes.switch == "markov" else None
+                regime, ref = model.regimes.next(c.regime, u, jnp.mean(x - jnp.log(s0)), c.ref)
+            return _PriceState(x, v2, regime, ref), x - c.x
+
+        c0 = _PriceState(jnp.log(s0), None if model.garch is None else jnp.ones_like(s0),
+                         None if model.regimes is None else jnp.zeros((), bool),
+                         None if model.regimes is None else jnp.zeros((), s0.dtype))
+        return jax.lax.scan(step, c0, jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32))[1]
+
+    return jax.vmap(path)(R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32)))
 
 
 def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome:
@@ -403,13 +549,14 @@ def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome
     s0 = initial_state(model, P, path_key)
     ts = jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32)
     s, _ = jax.lax.scan(lambda c, t: (_step(model, P, path_key, c, t), None), s0, ts, unroll=unroll)
+    casc = None if s.cascade is None else cascade_finish(s.cascade)
     size_T = P.size * s.open[P.unit] if _simple_full(model.liquidation) else s.size
     equity_T = s.collateral + P.unit_sum(size_T * (s.mark[P.asset] - P.entry))
     loss = initial_equity(model) - equity_T
     acct = s.acct
     if not _counts_events(model.liquidation):
         acct = acct._replace(liq_events=(acct.liq_step > 0).astype(jnp.int32))
-    return PathOutcome(loss=loss, acct=acct, venue=s.venue, log_return=s.x - jnp.log(model.prices.s0))
+    return PathOutcome(loss=loss, acct=acct, venue=s.venue, log_return=s.x - jnp.log(model.prices.s0), cascade=casc)
 
 
 @eqx.filter_jit
@@ -479,6 +626,16 @@ class Outcome(NamedTuple):
     path_over_notional: np.ndarray  # (paths,)
     path_excess_cost: np.ndarray  # (paths,)
     path_log_return: np.ndarray  # (paths, assets)
+    path_stress_steps: np.ndarray  # (paths,) steps in the stress regime
+    # Cascades (zeros unless ``cascade_on``):
+    cascade_on: bool
+    cascade_starts_sum: np.ndarray  # (units,) liquidations in an episode's first round
+    cascade_hist: np.ndarray  # (bins,) episodes by notional (stress.CASCADE_EDGES)
+    path_drawdown: np.ndarray  # (paths, assets) max log drawdown of the price, with feedback
+    path_drawdown_exog: np.ndarray  # (paths, assets) the same on the no-feedback path
+    path_cascade_rounds: np.ndarray  # (paths,) most liquidation rounds chained in one episode
+    path_cascade_max_notional: np.ndarray  # (paths,) largest episode notional
+    path_cascade_episodes: np.ndarray  # (paths,)
     unit_paths: UnitPaths | None  # per-path per-unit arrays when requested
 
 
@@ -551,6 +708,7 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     key = R.seed_key(seed)
     units = model.n_units
     acc = {k: np.zeros(units) for k in Outcome._fields if k.endswith(("_sum", "_count"))}
+    acc["cascade_hist"] = np.zeros(len(CASCADE_EDGES) + 1)
     per_path = {k: [] for k in Outcome._fields if k.startswith("path_")}
     kept = []
     first = 0
@@ -592,8 +750,20 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
                      ("backstop_pnl", f64["venue_backstop_pnl"]), ("breaker_fires", u.venue_breaker_fires),
                      ("throttled_steps", u.venue_throttled_steps), ("over_notional", f64["over_notional"].sum(1)),
                      ("excess_cost", f64["excess_cost"].sum(1)),
-                     ("log_return", f64["log_return"])):
+                     ("log_return", f64["log_return"]), ("stress_steps", u.venue_stress_steps)):
             per_path[f"path_{k}"].append(v)
+        c = out.cascade
+        if c is not None:
+            c = jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], c)
+            acc["cascade_starts_sum"] += c.starts.sum(0)
+            acc["cascade_hist"] += c.hist.sum(0)
+        zero_a = np.zeros((n, model.prices.n_assets))
+        for k, v in (("drawdown", zero_a if c is None else c.drawdown),
+                     ("drawdown_exog", zero_a if c is None else c.drawdown_exog),
+                     ("cascade_rounds", np.zeros(n) if c is None else c.max_rounds),
+                     ("cascade_max_notional", np.zeros(n) if c is None else c.max_notional),
+                     ("cascade_episodes", np.zeros(n) if c is None else c.episodes)):
+            per_path[f"path_{k}"].append(np.asarray(v, np.float64))
         if keep_unit_paths:
             kept.append(u)
         if checkpoint is not None:
@@ -603,5 +773,5 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     unit_paths = None
     if keep_unit_paths:
         unit_paths = UnitPaths(*(np.concatenate(xs) for xs in zip(*kept, strict=True)))
-    return Outcome(n_paths=n_paths, n_steps=model.grid.n_steps, **acc,
+    return Outcome(n_paths=n_paths, n_steps=model.grid.n_steps, cascade_on=model.cascade is not None, **acc,
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)

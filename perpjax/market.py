@@ -55,13 +55,22 @@ class Basis(eqx.Module):
     mean: jax.Array
     stationary_std: jax.Array
     half_life_seconds: jax.Array
+    crowding: jax.Array | None
     stochastic: bool = eqx.field(static=True)
 
-    def __init__(self, mean, stationary_std, half_life_seconds, stochastic=None):
+    def __init__(self, mean, stationary_std, half_life_seconds, stochastic=None, crowding=None):
         self.mean, self.stationary_std, self.half_life_seconds = mean, stationary_std, half_life_seconds
         if stochastic is None:  # static: a zero-variance basis draws nothing
             stochastic = not concrete(stationary_std) or bool(np.any(np.asarray(stationary_std) > 0))
         self.stochastic = stochastic
+        # Funding crowding: the basis reverts to mean + crowding * (net / gross open interest of the book).
+        self.crowding = None if crowding is None or (concrete(crowding) and not np.any(np.asarray(crowding))) \
+            else crowding
+
+    @property
+    def moves(self) -> bool:
+        """Whether the basis changes over time (noise or crowding)."""
+        return self.stochastic or self.crowding is not None
 
     def __check_init__(self):
         if concrete(self.mean, self.stationary_std, self.half_life_seconds):
@@ -69,10 +78,16 @@ class Basis(eqx.Module):
             nonneg("stationary_std", self.stationary_std)
             positive("half_life_seconds", self.half_life_seconds)
 
-    def step(self, b, z, step_seconds: float):
-        """Exact OU transition over one step given standard normals ``z``."""
+    def step(self, b, z, step_seconds: float, imbalance=None):
+        """Exact OU transition over one step given standard normals ``z`` (None: no noise).
+
+        ``imbalance``: the book's net / gross open interest per asset; with crowding the
+        process reverts to ``mean + crowding * imbalance`` (crowded longs pay more funding).
+        """
         a = jnp.exp(-math.log(2.0) * step_seconds / self.half_life_seconds)
-        return self.mean + (b - self.mean) * a + self.stationary_std * jnp.sqrt(1.0 - a * a) * z
+        target = self.mean if self.crowding is None else self.mean + self.crowding * imbalance
+        out = target + (b - target) * a
+        return out if z is None else out + self.stationary_std * jnp.sqrt(1.0 - a * a) * z
 
 
 class MarkPrice(eqx.Module):

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .stress import CASCADE_EDGES, drawdown_fraction
+
 LEVELS = (0.95, 0.99, 0.999)
 Z95 = 1.959963984540054
 
@@ -95,6 +97,9 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
     events = out.liq_events_sum.sum()
     s["mark_lag_artefact_share"] = float(out.artefacts_sum.sum() / events) if events else 0.0
     s["p_uncovered_bad_debt"] = float((out.path_uncovered > 0).mean())
+    s["stress_time_share"] = float(out.path_stress_steps.mean() / out.n_steps)
+    if out.cascade_on:
+        s.update(cascade_summary(out, cfg["asset_names"]))
     lo, hi = wilson(out.liq_count, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         t_liq = np.where(out.liq_count > 0, out.liq_step_sum / np.maximum(out.liq_count, 1) * step_s / 3600.0, np.nan)
@@ -120,6 +125,7 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
         "expected_excess_cost": out.excess_cost_sum / n,
         "mark_lag_artefact_share": np.where(out.liq_events_sum > 0, out.artefacts_sum / np.maximum(
             out.liq_events_sum, 1), 0.0),
+        "p_starts_cascade": out.cascade_starts_sum / n,
     })
     accounts.insert(3, "tier", _dominant_tier(model, cfg))
     paths = pd.DataFrame({"bad_debt": out.path_bad_debt, "trader_loss": out.path_trader_loss,
@@ -130,6 +136,13 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
                           "uncovered_bad_debt": out.path_uncovered, "funding_paid": out.path_funding_net})
     for i, name in enumerate(cfg["asset_names"]):
         paths[f"log_return_{name}"] = out.path_log_return[:, i]
+    if out.cascade_on:
+        for i, name in enumerate(cfg["asset_names"]):
+            paths[f"drawdown_{name}"] = drawdown_fraction(out.path_drawdown[:, i])
+            paths[f"drawdown_no_feedback_{name}"] = drawdown_fraction(out.path_drawdown_exog[:, i])
+        paths["cascade_rounds"] = out.path_cascade_rounds
+        paths["cascade_max_notional"] = out.path_cascade_max_notional
+        paths["cascade_episodes"] = out.path_cascade_episodes
     return s, accounts, paths
 
 
@@ -147,10 +160,42 @@ def by_tier(accounts: pd.DataFrame) -> pd.DataFrame:
     """Per-tier means of the per-unit metrics (liquidation probability, fairness, bad debt)."""
     cols = ["p_liquidation", "expected_liquidation_events", "expected_loss", "expected_bad_debt",
             "expected_slippage", "expected_over_liquidated_notional", "expected_excess_cost",
-            "mark_lag_artefact_share", "p_adl", "expected_adl_charge"]
+            "mark_lag_artefact_share", "p_adl", "expected_adl_charge", "p_starts_cascade"]
     g = accounts.groupby("tier")[cols].mean()
     g.insert(0, "units", accounts.groupby("tier").size())
     return g.reset_index()
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 else (1.0 if a == 0 else math.inf)
+
+
+def cascade_summary(out, names) -> dict:
+    """Cascade metrics (DOMAIN.md section 6): amplification of the price drawdown by forced
+    flow (with feedback / without, on the same random paths), chained liquidation rounds,
+    episode sizes and their distribution."""
+    s = {}
+    dd, dd0 = drawdown_fraction(out.path_drawdown), drawdown_fraction(out.path_drawdown_exog)
+    for i, name in enumerate(names):
+        s[f"drawdown_mean_{name}"] = float(dd[:, i].mean())
+        s[f"drawdown_no_feedback_mean_{name}"] = float(dd0[:, i].mean())
+        s[f"cascade_amplification_{name}"] = _ratio(dd[:, i].mean(), dd0[:, i].mean())
+        s[f"cascade_amplification_p99_{name}"] = _ratio(np.quantile(dd[:, i], 0.99), np.quantile(dd0[:, i], 0.99))
+    worst, worst0 = dd.max(axis=1), dd0.max(axis=1)  # each path's largest drawdown over the assets
+    s["cascade_amplification"] = _ratio(worst.mean(), worst0.mean())
+    s["cascade_amplification_p99"] = _ratio(np.quantile(worst, 0.99), np.quantile(worst0, 0.99))
+    s["cascade_rounds_mean"] = float(out.path_cascade_rounds.mean())
+    s["cascade_rounds_p99"] = float(np.quantile(out.path_cascade_rounds, 0.99))
+    s["cascade_rounds_max"] = float(out.path_cascade_rounds.max())
+    s["cascade_episodes_mean"] = float(out.path_cascade_episodes.mean())
+    s["cascade_size_p50"] = float(np.quantile(out.path_cascade_max_notional, 0.5))
+    s["cascade_size_p99"] = float(np.quantile(out.path_cascade_max_notional, 0.99))
+    edges = (0.0, *CASCADE_EDGES, math.inf)
+    s["cascade_size_distribution"] = [
+        {"notional_from": edges[k], "notional_to": edges[k + 1] if k + 1 < len(edges) - 1 else None,
+         "episodes": int(c)}
+        for k, c in enumerate(out.cascade_hist) if c > 0]
+    return s
 
 
 def _initial_equity(model):

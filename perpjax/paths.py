@@ -242,23 +242,30 @@ class PriceModel(eqx.Module):
         spec = self.draw_spec()
         return self.draw_from(R.split(R.draw(pkey, t, spec, self.s0.dtype), spec))
 
-    def innovation_from(self, d: PriceDraw) -> jax.Array:
-        """Correlated unit-variance innovations ``L eps``, (assets,)."""
+    def innovation_from(self, d: PriceDraw, factor=None) -> jax.Array:
+        """Correlated unit-variance innovations ``L eps``, (assets,); ``factor`` replaces L (stress regime)."""
         eps = d.z * jax.lax.rsqrt(d.w) if self.innovations == "student_t" else d.z
-        return jnp.sum(self.factor * eps[None, :], axis=-1)
+        return jnp.sum((self.factor if factor is None else factor) * eps[None, :], axis=-1)
 
     def innovation(self, pkey, t) -> jax.Array:
         """Correlated unit-variance innovations ``L eps`` for step ``t`` of a path, (assets,)."""
         return self.innovation_from(self.draw(pkey, t))
 
-    def log_drift(self, dt_years: float) -> jax.Array:
-        """Deterministic part of the log return per step (Ito and jump compensation)."""
+    def log_drift(self, dt_years: float, scale=None) -> jax.Array:
+        """Deterministic part of the log return per step (Ito and jump compensation);
+        ``scale`` multiplies the diffusion vol (GARCH, stress regime)."""
         comp = self.jump_intensity * (jnp.exp(self.jump_mean + 0.5 * self.jump_std**2) - 1.0)
-        return (self.drift - 0.5 * self.vol**2 - comp) * dt_years
+        vol = self.vol if scale is None else self.vol * scale
+        return (self.drift - 0.5 * vol**2 - comp) * dt_years
 
-    def log_return_from(self, d: PriceDraw, dt_years: float) -> jax.Array:
-        """Log return of every asset over one step, given that step's draws, (assets,)."""
-        return self.log_drift(dt_years) + self.vol * math.sqrt(dt_years) * self.innovation_from(d) + d.jump
+    def log_return_from(self, d: PriceDraw, dt_years: float, scale=None, innovation=None) -> jax.Array:
+        """Log return of every asset over one step, given that step's draws, (assets,).
+
+        ``scale``: factor on the diffusion vol, (assets,) (GARCH, stress regime);
+        ``innovation``: the correlated innovations when already computed (stress factor)."""
+        inn = self.innovation_from(d) if innovation is None else innovation
+        vol = self.vol if scale is None else self.vol * scale
+        return self.log_drift(dt_years, scale) + vol * math.sqrt(dt_years) * inn + d.jump
 
     def log_return(self, pkey, t, dt_years: float) -> jax.Array:
         """Log return of every asset over step ``t`` of the path keyed ``pkey``, (assets,)."""

@@ -23,7 +23,7 @@ _ROT = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
 
 # Stream ids: each component draws from its own stream of counters.
-PRICE, STUDENT, STUDENT_ACCEPT, JUMP_COUNT, JUMP_SIZE, BASIS, BRIDGE = range(7)
+PRICE, STUDENT, STUDENT_ACCEPT, JUMP_COUNT, JUMP_SIZE, BASIS, BRIDGE, REGIME = range(8)
 
 
 def _rotl(x, r):

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from perpjax.cli import main
@@ -94,9 +96,49 @@ SCENARIOS = sorted((Path(__file__).parents[1] / "configs" / "scenarios").glob("*
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenarios_resolve(path):
     from perpjax.config import build_model, load_config
+    from perpjax.replay import default_data_path
 
+    if path.stem.startswith("replay_") and not default_data_path().exists():
+        pytest.skip(f"historical replay needs the shared data ({default_data_path()} is absent)")
     model, labels, resolved = build_model(load_config(path))
     assert model.n_units == len(labels.unit) >= 1
+    assert resolved["description"], "every shipped scenario says what it is"
+
+
+def test_scenarios_are_listed_and_applied_over_a_config(tmp_path, capsys):
+    import json
+
+    assert main(["scenarios"]) == 0
+    listed = capsys.readouterr().out
+    for p in SCENARIOS:
+        assert p.stem in listed
+    code = main(["simulate", "--scenario", "crash_20pct_1h", "--paths", "64", "--out", str(tmp_path),
+                 "--no-progress", "--set", "time.horizon_seconds=14400"])
+    assert code == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["cascade_amplification"] >= 1.0 and s["cascade_rounds_mean"] >= 1
+    assert sum(b["episodes"] for b in s["cascade_size_distribution"]) >= 64  # every path liquidates someone
+    acc = pd.read_csv(tmp_path / "accounts.csv")
+    assert "p_starts_cascade" in acc and acc["p_starts_cascade"].max() > 0
+    assert main(["simulate", "--scenario", "no_such_thing", "--paths", "8", "--out", str(tmp_path)]) == 2
+    assert "no such scenario" in capsys.readouterr().err
+
+
+def test_replay_scenario_follows_the_real_path(tmp_path):
+    """Without feedback, every path's BTC log return over a replay is the data's close / open."""
+    from perpjax import run
+    from perpjax.replay import default_data_path
+
+    if not default_data_path().exists():
+        pytest.skip(f"historical replay needs the shared data ({default_data_path()} is absent)")
+    data = pd.read_csv(default_data_path())
+    t0 = int(pd.Timestamp("2022-11-08", tz="UTC").timestamp())
+    btc = data[(data.symbol == "BTCUSDT") & (data.timestamp >= t0) & (data.timestamp < t0 + 48 * 3600)]
+    res = run(str(SCENARIOS[0].parent / "replay_2022_11_08.yaml"), paths=16,
+              overrides=["cascade.impact=none", "dtype=float64"])
+    expected = np.log(btc.close.iloc[-1] / btc.open.iloc[0])
+    np.testing.assert_allclose(res.outcome.path_log_return[:, 0], expected, rtol=1e-9)
+    assert res.summary["bad_debt_mean"] > 0  # the FTX week leaves bad debt on the default book
 
 
 def test_compare_modes_side_by_side(tmp_path, capsys):
