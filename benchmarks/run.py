@@ -83,6 +83,10 @@ def main():
     ap.add_argument("--unroll", type=int, default=1)
     ap.add_argument("--skip-numpy", action="store_true")
     ap.add_argument("--default-config", action="store_true", help="also time the default config's book")
+    ap.add_argument("--cascade", action="store_true",
+                    help="time the cascade feedback loop (cascade_book.yaml, 8 assets) for 1,000 and 10,000 "
+                         "accounts, as ratios to the same book without feedback")
+    ap.add_argument("--cascade-paths", type=int, default=2000)
     ap.add_argument("--mechanics", action="store_true",
                     help="time the default book with each liquidation path and the full venue mechanics, "
                          "as ratios to the default book with full close")
@@ -107,6 +111,19 @@ def main():
             r["case"] = f"perpjax_{name}"
             r["cost_over_core"] = base["path_steps_per_s"] / r["path_steps_per_s"]
             print(json.dumps(r), flush=True)
+    if a.cascade:
+        cb = Path(__file__).resolve().parent / "cascade_book.yaml"
+        for n in (1000, 10000):
+            book = [f"book.generate.n_accounts={n}"]
+            paths = a.cascade_paths if n == 1000 else max(1, a.cascade_paths // 10)  # similar account-steps
+            off = bench_perpjax(paths, a.repeats, a.unroll, cb, [*book, "cascade=null"])
+            off["case"] = f"cascade_book_{n}_no_feedback"
+            print(json.dumps(off), flush=True)
+            on = bench_perpjax(paths, a.repeats, a.unroll, cb, book)
+            on["case"] = f"cascade_book_{n}_feedback"
+            on["cost_over_no_feedback"] = off["path_steps_per_s"] / on["path_steps_per_s"]
+            on["account_steps_per_s"] = on["path_steps_per_s"] * on["units"]
+            print(json.dumps(on), flush=True)
     if not a.skip_numpy:
         npy = bench_numpy(a.numpy_paths or min(a.paths, 100_000), a.repeats)
         print(json.dumps(npy), flush=True)

@@ -57,6 +57,12 @@ def main(argv=None) -> int:
     ft.add_argument("--base", help="config whose book, ladders and depth the fitted market goes into "
                                    "(default: the packaged default)")
     ft.add_argument("--out", default="fitted.yaml", help="config file to write (default: fitted.yaml)")
+    cb = sub.add_parser("calibrate", help="tune the maintenance ladders by gradient (config section calibration)")
+    cb.add_argument("config", nargs="?", help="YAML config (default: the packaged default config)")
+    cb.add_argument("--out", default="perpjax-calibration", help="output directory")
+    cb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set calibration.iterations=50 (repeatable)")
+    cb.add_argument("--resume", action="store_true", help="continue from DIR/calibration_checkpoint.npz")
     lp = sub.add_parser("liq-price", help="exact liquidation and bankruptcy price of one position (no Monte Carlo)")
     lp.add_argument("--venue", required=True, help="binance_usdm, hyperliquid or dydx_v4")
     lp.add_argument("--symbol", required=True, help="e.g. BTCUSDT (binance_usdm), BTC (hyperliquid), BTC-USD (dydx_v4)")
@@ -79,6 +85,8 @@ def main(argv=None) -> int:
         return _scenarios()
     if args.cmd == "fit":
         return _fit(args)
+    if args.cmd == "calibrate":
+        return _calibrate(args)
 
     from .config import ConfigError, apply_overrides, apply_scenario, build_model, load_config
 
@@ -176,6 +184,34 @@ def _compare(cfg, args, progress, bar) -> int:
     print(table.to_string(float_format=lambda x: f"{x:,.5g}"))
     print(f"\nwrote {args.out}/compare.csv and one folder per mode")
     return 0
+
+
+def _calibrate(a) -> int:
+    from .calibrate import check_calibratable, run_calibration
+    from .config import ConfigError, apply_overrides, build_model, load_config, resolve_calibration
+
+    try:
+        cfg = apply_overrides(load_config(a.config), a.overrides)
+        model, _, resolved = build_model(cfg)
+        resolve_calibration(resolved)
+        check_calibratable(model)
+    except (ConfigError, ValueError) as e:
+        print(f"perpjax: config error: {e}", file=sys.stderr)
+        return 2
+    res = run_calibration(cfg, out_dir=a.out, resume=a.resume)
+    print(res["ladder"].to_string(index=False, float_format=lambda x: f"{x:,.6g}"))
+    m = res["metrics"]
+    print(pd_table(m))
+    print(f"\nwrote {a.out}/ladder.csv, ladder_before.csv, history.csv, metrics.json, calibrated.yaml, *.png")
+    return 0
+
+
+def pd_table(m: dict) -> str:
+    import pandas as pd
+
+    t = pd.DataFrame({"before": m["before"], "after": m["after"]})
+    return (f"\nhard engine on {m['eval_paths']:,} fresh paths (seed {m['eval_seed']}):\n"
+            + t.to_string(float_format=lambda x: f"{x:,.6g}"))
 
 
 def _scenarios() -> int:

@@ -59,6 +59,7 @@ SCHEMA = {
     "regimes": (DICT, False, None),
     "garch": (DICT, False, None),
     "events": (DICT, False, None),
+    "calibration": (DICT, False, None),
 }
 SECTIONS = {
     "time": {"step_seconds": (NUM, True, None), "horizon_seconds": (NUM, True, None)},
@@ -535,6 +536,8 @@ def build_model(cfg: dict):
     model = _wrap("model", RiskModel, grid, prices, oracle, basis, mark, funding, ladder, book, liquidation,
                   arr(c["insurance_fund"]), breaker, **stress)
     c["asset_names"] = names
+    if c["calibration"] is not None:
+        c["calibration"] = resolve_calibration(c)  # unknown keys fail here too, not only in `calibrate`
     return model, labels, c
 
 
@@ -691,3 +694,55 @@ def _replay_returns(rp: dict, grid, names) -> np.ndarray:
     except ValueError as e:
         raise ConfigError(f"events.replay: {e}") from None
     return np.diff(logp, axis=0)
+
+
+def resolve_calibration(c: dict) -> dict:
+    """The ``calibration`` section of a resolved config, checked, with defaults filled."""
+    from .calibrate import DEFAULTS, OBJECTIVE_DEFAULTS
+
+    raw = c.get("calibration") or {}
+    spec = {k: (ANY, False, v) for k, v in DEFAULTS.items()}
+    cal = check_section(raw, spec, "calibration")
+    cal["objective"] = check_section(cal["objective"], {k: (ANY, False, v) for k, v in OBJECTIVE_DEFAULTS.items()},
+                                     "calibration.objective")
+    for k, v in list(cal.items()) + [(f"objective.{k}", v) for k, v in cal["objective"].items()]:
+        if isinstance(v, str) and k not in ("assets",):
+            try:
+                v = float(v)
+            except ValueError:
+                raise ConfigError(f"calibration.{k}: must be a number (got {v!r})") from None
+            if "." in k:
+                cal["objective"][k.split(".", 1)[1]] = v
+            else:
+                cal[k] = v
+    for k in ("paths", "iterations", "checkpoint_every", "block_steps", "eval_paths", "patience"):
+        v = cal[k]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= (0 if k == "patience" else 1)):
+            raise ConfigError(f"calibration.{k}: must be an integer >= {0 if k == 'patience' else 1} (got {v!r})")
+    for k in ("temperature", "learning_rate", "clip_norm"):
+        if not (_kind_ok(cal[k], NUM) and cal[k] > 0):
+            raise ConfigError(f"calibration.{k}: must be a number > 0 (got {cal[k]!r})")
+    lo, hi = cal["min_mmr"], cal["max_mmr"]
+    if not (_kind_ok(lo, NUM) and _kind_ok(hi, NUM) and 0 <= lo < hi < 1):
+        raise ConfigError(f"calibration.min_mmr, max_mmr: need 0 <= min_mmr < max_mmr < 1 "
+                          f"(got {cal['min_mmr']!r}, {cal['max_mmr']!r})")
+    names = c["asset_names"]
+    if cal["assets"] != "all":
+        if not isinstance(cal["assets"], list) or not cal["assets"]:
+            raise ConfigError(f"calibration.assets: must be 'all' or a list of asset names (got {cal['assets']!r})")
+        for a in cal["assets"]:
+            if a not in names:
+                raise ConfigError(f"calibration.assets: unknown asset {a!r} (assets: {', '.join(names)})")
+    ob = cal["objective"]
+    for k in ("bad_debt", "trader_cost", "liquidations", "capital", "exceed_weight"):
+        if not (_kind_ok(ob[k], NUM) and ob[k] >= 0):
+            raise ConfigError(f"calibration.objective.{k}: must be a weight >= 0 (got {ob[k]!r})")
+    if ob["exceed_budget"] is not None and not (_kind_ok(ob["exceed_budget"], NUM) and ob["exceed_budget"] > 0):
+        raise ConfigError("calibration.objective.exceed_budget: must be a USD amount > 0 "
+                          f"(got {ob['exceed_budget']!r})")
+    if not (0 < ob["exceed_probability"] < 1):
+        raise ConfigError("calibration.objective.exceed_probability: must lie in (0, 1) "
+                          f"(got {ob['exceed_probability']})")
+    if not isinstance(cal["resample"], bool):
+        raise ConfigError(f"calibration.resample: must be true or false (got {cal['resample']!r})")
+    return cal

@@ -315,19 +315,32 @@ def _counts_events(liq: Liquidation) -> bool:
     return liq.mode != "full" or liq.throttled
 
 
-def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
-    grid, liq = model.grid, model.liquidation
-    dt, step_s = grid.dt_years, grid.step_seconds
-    d = R.split(s.draws, _draw_spec(model))
-    A = s.acct
-    # A full close empties a unit at once: its sizes are the book's while it is open, so the
-    # carry need not hold them (one (positions,) read + write less per step).
-    size = size_in = P.size * s.open[P.unit] if _simple_full(liq) else s.size
+class _Market(NamedTuple):
+    """One step of the market, before any margin check (shared by the hard and the relaxed engine)."""
+
+    x: jax.Array  # log true price after the exogenous move
+    v2: jax.Array | None
+    true_price: jax.Array
+    index: jax.Array
+    basis: jax.Array
+    mark_state: jax.Array
+    mark: jax.Array
+    stress: jax.Array | None  # regime this step
+    regime: jax.Array | None  # regime next step
+    ref: jax.Array | None
+    premium_sum: jax.Array
+    payment: jax.Array  # (units,) funding paid this step
+
+
+def _market_step(model: RiskModel, P: _Positions, d: dict, s, t, size) -> _Market:
+    """Price -> oracle -> basis -> mark -> funding for step ``t``. ``s`` holds the previous step's
+    ``x, v2, index, basis, mark_state, mark, regime, ref, premium_sum``; ``size`` the open sizes."""
+    step_s = model.grid.step_seconds
     sched = model.schedule
     stress = s.regime
     if sched is not None and sched.stress is not None:
         stress = (stress | sched.stress[t - 1]) if stress is not None else sched.stress[t - 1]
-    x, v2 = _price_step(model, d, s, stress, t, dt)
+    x, v2 = _price_step(model, d, s, stress, t, model.grid.dt_years)
     true_price = jnp.exp(x)
     index = model.oracle.observe(t, true_price, s.index)
     if sched is not None and sched.frozen is not None:
@@ -346,9 +359,7 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         level = jnp.mean(x - jnp.log(model.prices.s0))
         u = d[R.REGIME][0] if model.regimes.switch == "markov" else None
         regime, level_ref = model.regimes.next(s.regime, u, level, s.ref)
-    mark_p = mark[P.asset]
-    mtm = A.mtm + P.unit_sum(size * (mark - s.mark)[P.asset]) if liq.ledger else A.mtm
-    collateral, premium_sum, funding_paid = s.collateral, s.premium_sum, A.funding_paid
+    premium_sum, payment = s.premium_sum, jnp.zeros((P.n_units,), mark.dtype)
     if model.funding.enabled:
         fd = model.funding
         premium_sum = premium_sum + fd.sample_weight(t, basis.dtype) * basis
@@ -356,9 +367,25 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         rate = fd.rate(premium_sum / fd.weight_total)
         ref = mark if fd.price == "mark" else index
         payment = jnp.where(pay, P.unit_sum(size * (ref * rate)[P.asset]), 0.0)
-        collateral = collateral - payment
-        funding_paid = funding_paid + payment
         premium_sum = jnp.where(pay, 0.0, premium_sum)
+    return _Market(x, v2, true_price, index, basis, mark_state, mark, stress, regime, level_ref, premium_sum,
+                   payment)
+
+
+def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
+    grid, liq, sched = model.grid, model.liquidation, model.schedule
+    dt = grid.dt_years
+    d = R.split(s.draws, _draw_spec(model))
+    A = s.acct
+    # A full close empties a unit at once: its sizes are the book's while it is open, so the
+    # carry need not hold them (one (positions,) read + write less per step).
+    size = size_in = P.size * s.open[P.unit] if _simple_full(liq) else s.size
+    m = _market_step(model, P, d, s, t, size)
+    x, v2, true_price, index, basis, mark_state, mark = m.x, m.v2, m.true_price, m.index, m.basis, m.mark_state, m.mark
+    stress, regime, level_ref, premium_sum = m.stress, m.regime, m.ref, m.premium_sum
+    mark_p = mark[P.asset]
+    mtm = A.mtm + P.unit_sum(size * (mark - s.mark)[P.asset]) if liq.ledger else A.mtm
+    collateral, funding_paid = s.collateral - m.payment, A.funding_paid + m.payment
 
     equity, mm, mmr_marginal = _margin(model, P, size, mark, collateral)
     gap = equity - mm

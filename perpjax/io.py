@@ -33,6 +33,11 @@ def atomic_write_text(path, text: str) -> None:
     _atomic_write(path, "w", lambda f: f.write(text))
 
 
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic_write(path, "wb", lambda f: f.write(data))
+
+
 def atomic_write_npz(path, **arrays) -> None:
     """``numpy.savez`` to ``path`` atomically."""
     import numpy as np

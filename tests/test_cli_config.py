@@ -191,3 +191,19 @@ def test_cli_resume_flag(tmp_path, capsys):
     args = ["simulate", "--paths", "64", "--out", str(tmp_path), "--no-progress", *SHORT]
     assert main(args) == 0 and not (tmp_path / "checkpoint.npz").exists()
     assert main([*args, "--resume"]) == 0
+
+
+def test_fit_command_writes_a_config_that_runs(tmp_path, capsys):
+    from perpjax.config import build_model, load_config
+    from perpjax.replay import default_data_path
+
+    if not default_data_path().exists():
+        pytest.skip(f"fitting needs the shared data ({default_data_path()} is absent)")
+    out = tmp_path / "fitted.yaml"
+    assert main(["fit", "--start", "2022-01-01", "--end", "2023-01-01", "--out", str(out)]) == 0
+    assert "BTCUSDT" in capsys.readouterr().out
+    model, _, resolved = build_model(load_config(out))
+    assert model.garch is not None and model.regimes is not None
+    assert 0.3 < resolved["assets"][0]["vol"] < 1.0 and resolved["innovations"]["kind"] == "student_t"
+    assert main(["fit", "--symbols", "BTCUSDT,NOPEUSDT", "--names", "BTC,ETH", "--out", str(out)]) == 2
+    assert "NOPEUSDT" in capsys.readouterr().err

@@ -1,0 +1,456 @@
+"""Tune maintenance-margin ladders by gradient.
+
+A risk team states what it wants (little bad debt, a bounded probability that the insurance
+fund loses more than a budget, little liquidation cost forced on traders, little margin locked
+up) and the ladder's maintenance rates are fitted by gradient descent over simulated paths.
+
+**Relaxed engine** (``soft_outcome``). The market step is the hard engine's own
+(``engine._market_step``: prices, oracle, basis, mark, funding) on the same random numbers,
+so a calibration sees exactly the paths ``simulate`` sees. The only hard event of a full close,
+the first passage of equity below maintenance, is relaxed: at every check a unit is liquidated
+with hazard ``h_t = sigmoid(-(equity_t - MM_t) / (tau * notional_t))``, survives with
+``S_t = S_{t-1} (1 - h_t)``, and the liquidation-time density ``p_t = S_{t-1} h_t`` weights
+what a full close at ``t`` would cost (``Liquidation.execute``: bad debt, fee, notional,
+slippage). So ``P(liq) = 1 - S_T`` and ``E[bad debt] = sum_t p_t BD_t`` per path and unit; as
+``tau -> 0`` these are the hard engine's (``tests/test_calibrate.py`` shows it). Tier selection
+is ``MM(N) = max_k (N MMR_k - cum_k)``: piecewise linear in the rates, so gradients reach each
+tier's rate and, through the continuity amount, the rates below it. The probability that the
+fund's loss exceeds a budget ``X`` is smoothed as ``mean sigmoid((L - X) / (tau_L X))``.
+
+**Parameterisation**: per asset, ``MMR_0 = lo_0 + softplus(theta_0)``,
+``MMR_k = MMR_{k-1} + softplus(theta_k)`` (non-decreasing by construction), clipped to the
+per-tier bounds ``[lo, hi]``; ``IMR = MMR x`` the base ladder's IMR/MMR ratio (> 1, so
+MMR < IMR always); floors stay fixed and the continuity amounts are recomputed by the
+recursion. Every iterate is a ladder a venue could publish (checked at every iteration).
+
+**Memory**: reverse mode through the time scan keeps only the scan carry at the start of
+each block of ``block_steps`` steps, and recomputes inside a block (nested ``jax.checkpoint``):
+memory ~ carry x (steps / block + block) instead of every intermediate of every step.
+
+**Scope**: full closes (``liquidation.mode: full``) without ADL, backstop, delay, throttle or
+cascade feedback; these move positions after a liquidation, which the survival weighting does
+not follow. The before/after comparison always uses the hard engine on fresh paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from . import random as R
+from .engine import RiskModel, _draw, _draw_spec, _margin, _market_step, _positions, initial_state
+from .margin import Ladder
+
+# config section ``calibration``: key -> (kind, default); checked by config.resolve_calibration
+DEFAULTS = {
+    "assets": "all", "min_mmr": 0.001, "max_mmr": 0.25, "temperature": 1e-4, "paths": 2000,
+    "iterations": 100, "learning_rate": 0.05, "clip_norm": 1.0, "resample": False, "checkpoint_every": 10,
+    "patience": 25, "tolerance": 1e-4, "block_steps": 60, "eval_paths": 20000, "seed": None,
+    "objective": {},
+}
+OBJECTIVE_DEFAULTS = {"bad_debt": 1.0, "trader_cost": 0.0, "liquidations": 0.0, "capital": 0.05,
+                      "exceed_budget": None, "exceed_probability": 0.001, "exceed_weight": 0.0,
+                      "exceed_temperature": 0.1}
+
+
+class LadderSpace(eqx.Module):
+    """The ladders a calibration may choose from: fixed floors, rates within bounds."""
+
+    floors: jax.Array  # (assets, tiers)
+    lo: jax.Array  # (assets, tiers) lowest MMR per tier
+    hi: jax.Array  # (assets, tiers) highest MMR per tier
+    imr_ratio: jax.Array  # (assets, tiers) IMR / MMR, > 1
+    tuned: jax.Array  # (assets, tiers) 1 for real tiers of tuned assets, else 0
+    base_mmr: jax.Array  # (assets, tiers) rates of the assets not tuned
+    n_tiers: tuple = eqx.field(static=True)
+
+    @classmethod
+    def from_ladder(cls, ladder: Ladder, tuned_assets, lo: float, hi: float):
+        mmr, imr = np.asarray(ladder.mmr, np.float64), np.asarray(ladder.imr, np.float64)
+        a, k = mmr.shape
+        if not (0 <= lo < hi < 1):
+            raise ValueError(f"calibration.min_mmr, max_mmr: need 0 <= min < max < 1 (got {lo}, {hi})")
+        real = np.arange(k)[None, :] < np.asarray(ladder.n_tiers)[:, None]
+        tuned = real & np.isin(np.arange(a), tuned_assets)[:, None]
+        ratio = np.where(mmr > 0, imr / np.where(mmr > 0, mmr, 1.0), 2.0)
+        dt = ladder.mmr.dtype
+        return cls(floors=ladder.floors, lo=jnp.full((a, k), lo, dt), hi=jnp.full((a, k), hi, dt),
+                   imr_ratio=jnp.asarray(ratio, dt), tuned=jnp.asarray(tuned, dt), base_mmr=ladder.mmr,
+                   n_tiers=ladder.n_tiers)
+
+    def ladder(self, theta) -> Ladder:
+        inc = jax.nn.softplus(theta) * self.tuned
+        mmr = jnp.clip(self.lo[:, :1] + jnp.cumsum(inc, axis=-1), self.lo, self.hi)
+        # padded tiers repeat the last real one
+        last = jnp.take_along_axis(mmr, jnp.asarray(np.asarray(self.n_tiers) - 1)[:, None], axis=-1)
+        real = jnp.arange(mmr.shape[1])[None, :] < jnp.asarray(self.n_tiers)[:, None]
+        mmr = jnp.where(real, mmr, last)
+        mmr = jnp.where(self.tuned.sum(-1, keepdims=True) > 0, mmr, self.base_mmr)
+        return Ladder(self.floors, mmr, jnp.minimum(mmr * self.imr_ratio, 1.0), self.n_tiers)
+
+    def theta_from(self, mmr) -> jax.Array:
+        """Parameters that reproduce ``mmr`` (within the bounds; equal tiers get a tiny increment)."""
+        m = np.clip(np.asarray(mmr, np.float64), np.asarray(self.lo), np.asarray(self.hi))
+        inc = np.diff(np.concatenate([np.asarray(self.lo)[:, :1], m], axis=-1), axis=-1)
+        inc = np.maximum(inc, 1e-7)
+        return jnp.asarray(np.log(np.expm1(inc)), self.floors.dtype)  # softplus^-1
+
+
+class SoftOutcome(NamedTuple):
+    """Per path (leading dim) and unit: the relaxed engine's expectations over the liquidation time."""
+
+    p_liq: jax.Array  # (paths, units) 1 - survival
+    bad_debt: jax.Array  # (paths, units)
+    fee: jax.Array
+    notional: jax.Array
+    slippage: jax.Array
+
+
+class _Soft(NamedTuple):
+    draws: jax.Array
+    x: jax.Array
+    v2: jax.Array | None
+    index: jax.Array
+    basis: jax.Array
+    mark_state: jax.Array
+    mark: jax.Array
+    regime: jax.Array | None
+    ref: jax.Array | None
+    premium_sum: jax.Array
+    collateral: jax.Array
+    survival: jax.Array
+    bad_debt: jax.Array
+    fee: jax.Array
+    notional: jax.Array
+    slippage: jax.Array
+
+
+def check_calibratable(model: RiskModel) -> None:
+    liq = model.liquidation
+    if liq.mode != "full" or liq.adl or liq.backstop or liq.throttled or liq.delay or liq.bridge:
+        raise ValueError("calibration: the relaxed engine models full closes only (liquidation.mode: full, "
+                         "no adl, backstop, delay, throttle or bridge)")
+    if model.impact is not None or model.basis.crowding is not None:
+        raise ValueError("calibration: cascade feedback and funding crowding depend on who was liquidated; "
+                         "calibrate without them and evaluate the ladder with them")
+
+
+def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_steps: int):
+    """One path of the relaxed engine (vmap over path keys)."""
+    P = _positions(model)
+    m = eqx.tree_at(lambda x: x.ladder, model, ladder)
+    liq = model.liquidation
+    h0 = initial_state(m, P, path_key)
+    units = model.n_units
+    z = jnp.zeros((units,), h0.collateral.dtype)
+    s0 = _Soft(h0.draws, h0.x, h0.v2, h0.index, h0.basis, h0.mark_state, h0.mark, h0.regime, h0.ref,
+               h0.premium_sum, h0.collateral, jnp.ones_like(z), z, z, z, z)
+    spec = _draw_spec(model)
+    all_units = jnp.ones((units,), bool)
+    notional_floor = jnp.asarray(1.0, z.dtype)
+
+    def step(s: _Soft, t):
+        d = R.split(s.draws, spec)
+        mk = _market_step(m, P, d, s, t, P.size)
+        collateral = s.collateral - mk.payment
+        equity, mm, _ = _margin(m, P, P.size, mk.mark, collateral)
+        mark_p = mk.mark[P.asset]
+        notional = jnp.maximum(P.unit_sum(jnp.abs(P.size) * mark_p), notional_floor)
+        h = jax.nn.sigmoid(-(equity - mm) / (temperature * notional))
+        if liq.check_every > 1:
+            h = jnp.where(t % liq.check_every == 0, h, 0.0)
+        mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
+        f = liq.execute(all_units, collateral, P.size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, ladder)
+        p = s.survival * h
+        return _Soft(_draw(m, path_key, t + 1), mk.x, mk.v2, mk.index, mk.basis, mk.mark_state, mk.mark, mk.regime,
+                     mk.ref, mk.premium_sum, collateral, s.survival * (1.0 - h), s.bad_debt + p * f.bad_debt,
+                     s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage)
+
+    n = model.grid.n_steps
+    block = max(1, min(block_steps, n))
+    n_blocks, rest = divmod(n, block)
+
+    @jax.checkpoint
+    def run_block(s, t0):
+        return jax.lax.scan(lambda c, t: (step(c, t), None), s, t0 + jnp.arange(block, dtype=jnp.int32))[0]
+
+    s = jax.lax.scan(lambda c, b: (run_block(c, 1 + b * block), None), s0,
+                     jnp.arange(n_blocks, dtype=jnp.int32))[0]
+    if rest:
+        s = jax.lax.scan(lambda c, t: (jax.checkpoint(step)(c, t), None), s,
+                         jnp.arange(1 + n_blocks * block, n + 1, dtype=jnp.int32))[0]
+    return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage)
+
+
+def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60):
+    """The relaxed engine on paths ``start .. start + count - 1`` (same keys and draws as ``simulate``)."""
+    keys = R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32))
+    return jax.vmap(lambda k: _soft_path(model, ladder, k, temperature, block_steps))(keys)
+
+
+class Terms(NamedTuple):
+    """Objective terms (scalars), each a mean over paths."""
+
+    bad_debt: jax.Array  # expected bad debt / book notional
+    trader_cost: jax.Array  # expected slippage + fee at liquidations / book notional
+    liquidations: jax.Array  # expected number of units liquidated
+    capital: jax.Array  # maintenance margin required at t = 0 / book notional
+    exceed: jax.Array  # smoothed P(fund loss > budget)
+
+
+def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dict) -> Terms:
+    P = _positions(model)
+    mark0 = model.prices.s0[P.asset]
+    n0 = jnp.abs(P.size) * mark0
+    book = jnp.maximum(jnp.sum(n0), 1.0)
+    mm0 = jnp.sum(ladder.maintenance_and_rate(n0, P.asset)[0])
+    loss = jnp.sum(out.bad_debt - out.fee, axis=-1)  # the fund's loss on each path
+    exceed = jnp.zeros(())
+    if obj.get("exceed_budget") is not None:
+        x = obj["exceed_budget"]
+        exceed = jnp.mean(jax.nn.sigmoid((loss - x) / (obj["exceed_temperature"] * x)))
+    return Terms(bad_debt=jnp.mean(jnp.sum(out.bad_debt, -1)) / book,
+                 trader_cost=jnp.mean(jnp.sum(out.slippage + out.fee, -1)) / book,
+                 liquidations=jnp.mean(jnp.sum(out.p_liq, -1)), capital=mm0 / book, exceed=exceed)
+
+
+def objective(terms: Terms, obj: dict):
+    j = obj["bad_debt"] * terms.bad_debt + obj["trader_cost"] * terms.trader_cost + \
+        obj["liquidations"] * terms.liquidations + obj["capital"] * terms.capital
+    if obj.get("exceed_budget") is not None and obj["exceed_weight"]:
+        eps = obj["exceed_probability"]
+        j = j + obj["exceed_weight"] * jnp.maximum(terms.exceed - eps, 0.0) / eps
+    return j
+
+
+def make_loss(model: RiskModel, space: LadderSpace, obj: dict, temperature: float, paths: int, block_steps: int):
+    """loss(theta, key, start) -> (objective, Terms), differentiable in theta."""
+
+    def loss(theta, key, start):
+        ladder = space.ladder(theta)
+        out = soft_outcome(model, ladder, key, start, paths, temperature, block_steps=block_steps)
+        terms = objective_terms(model, ladder, out, obj)
+        return objective(terms, obj), terms
+
+    return loss
+
+
+def optimizer(cfg: dict) -> optax.GradientTransformation:
+    sched = optax.cosine_decay_schedule(cfg["learning_rate"], max(1, cfg["iterations"]), alpha=0.1)
+    return optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), optax.adam(sched))
+
+
+def ladder_table(ladder: Ladder, names) -> pd.DataFrame:
+    """The ladder in a venue's own format: floor, cap, MMR, IMR, max leverage, maintenance amount."""
+    rows = []
+    f, m, i, cum = (np.asarray(x, np.float64) for x in (ladder.floors, ladder.mmr, ladder.imr, ladder.cum))
+    for a, name in enumerate(names):
+        n = ladder.n_tiers[a]
+        for k in range(n):
+            rows.append({"asset": name, "tier": k + 1, "floor": f[a, k], "cap": f[a, k + 1] if k + 1 < n else math.inf,
+                         "mmr": m[a, k], "imr": i[a, k], "max_leverage": 1.0 / i[a, k] if i[a, k] > 0 else math.inf,
+                         "maintenance_amount": cum[a, k]})
+    return pd.DataFrame(rows)
+
+
+def check_ladder(ladder: Ladder, space: LadderSpace) -> None:
+    """Raise if an iterate is not a publishable ladder (bounds, monotone rates, MMR < IMR <= 1)."""
+    m, i = np.asarray(ladder.mmr), np.asarray(ladder.imr)
+    tuned = np.asarray(space.tuned) > 0
+    eps = 1e-12
+    if np.any(np.diff(m, axis=-1) < -eps):
+        raise AssertionError(f"calibration: non-monotone rates {m.tolist()}")
+    if np.any((m >= i) & tuned) or np.any(i > 1 + eps):
+        raise AssertionError(f"calibration: MMR >= IMR or IMR > 1 ({m.tolist()}, {i.tolist()})")
+    if np.any((m < np.asarray(space.lo) - eps) & tuned) or np.any((m > np.asarray(space.hi) + eps) & tuned):
+        raise AssertionError("calibration: a rate left its bounds")
+
+
+class History(NamedTuple):
+    rows: list
+
+
+def _save(path: Path, fingerprint: str, it: int, theta, opt_state, history: list, best) -> None:
+    from .io import atomic_write_npz
+
+    leaves = jax.tree_util.tree_leaves(opt_state)
+    arrays = {f"opt_{k}": np.asarray(v) for k, v in enumerate(leaves)}
+    atomic_write_npz(path, key=np.asarray(fingerprint), it=np.asarray(it), theta=np.asarray(theta),
+                     history=np.asarray(json.dumps(history)), best=np.asarray(json.dumps(best)), **arrays)
+
+
+def _load(path: Path, fingerprint: str, theta, opt_state):
+    with np.load(path) as z:
+        if str(z["key"]) != fingerprint:
+            raise ValueError(f"calibration checkpoint: {path} belongs to another calibration; remove it")
+        treedef = jax.tree_util.tree_structure(opt_state)
+        leaves = jax.tree_util.tree_leaves(opt_state)
+        new = [jnp.asarray(z[f"opt_{k}"], dtype=leaf.dtype) for k, leaf in enumerate(leaves)]
+        return (int(z["it"]), jnp.asarray(z["theta"], theta.dtype), jax.tree_util.tree_unflatten(treedef, new),
+                json.loads(str(z["history"])), json.loads(str(z["best"])))
+
+
+def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, names, checkpoint=None,
+              fingerprint: str = "", log=None, max_iterations=None):
+    """Run the optimiser. Returns (best theta, history rows). ``checkpoint``: file written every
+    ``checkpoint_every`` iterations; a matching one is resumed (same result as uninterrupted).
+    ``max_iterations``: stop after this many iterations in this call (for tests of resume)."""
+    check_calibratable(model)
+    obj = {**OBJECTIVE_DEFAULTS, **cfg["objective"]}
+    loss = make_loss(model, space, obj, cfg["temperature"], cfg["paths"], cfg["block_steps"])
+    opt = optimizer(cfg)
+    key = R.seed_key(seed)
+
+    @jax.jit
+    def step(theta, opt_state, start):
+        (j, terms), g = jax.value_and_grad(loss, has_aux=True)(theta, key, start)
+        updates, opt_state = opt.update(g, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state, j, terms, optax.tree.norm(g)
+
+    theta = space.theta_from(np.asarray(space.base_mmr))
+    opt_state = opt.init(theta)
+    history, best = [], {"it": -1, "objective": math.inf, "theta": np.asarray(theta).tolist()}
+    it0 = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        it0, theta, opt_state, history, best = _load(Path(checkpoint), fingerprint, theta, opt_state)
+    stop = cfg["iterations"] if max_iterations is None else min(cfg["iterations"], it0 + max_iterations)
+    for it in range(it0, stop):
+        ladder = space.ladder(theta)
+        check_ladder(ladder, space)
+        start = jnp.uint32(cfg["paths"] * it if cfg["resample"] else 0)
+        new_theta, opt_state, j, terms, gnorm = step(theta, opt_state, start)
+        row = {"iteration": it, "objective": float(j), "grad_norm": float(gnorm),
+               **{f"term_{k}": float(v) for k, v in terms._asdict().items()}}
+        mmr = np.asarray(ladder.mmr)
+        for a, name in enumerate(names):
+            for k in range(space.n_tiers[a]):
+                row[f"mmr_{name}_{k + 1}"] = float(mmr[a, k])
+        history.append(row)
+        if float(j) < best["objective"] * (1 - cfg["tolerance"]):
+            best = {"it": it, "objective": float(j), "theta": np.asarray(theta).tolist()}
+        if log is not None:
+            log(row)
+        theta = new_theta
+        done = it + 1
+        if checkpoint is not None and (done % cfg["checkpoint_every"] == 0 or done == stop):
+            _save(Path(checkpoint), fingerprint, done, theta, opt_state, history, best)
+        if cfg["patience"] and it - best["it"] >= cfg["patience"]:
+            break
+    return jnp.asarray(best["theta"], theta.dtype), history
+
+
+def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -> dict:
+    """CLI / API entry: calibrate, evaluate before/after with the hard engine on fresh paths, write files."""
+    from .api import run
+    from .config import apply_overrides, build_model, load_config, resolve_calibration
+    from .io import atomic_write_json, atomic_write_text
+
+    cfg = config if isinstance(config, dict) else load_config(config)
+    cfg = apply_overrides(cfg, overrides)
+    model, labels, resolved = build_model(cfg)
+    cal = resolve_calibration(resolved)
+    names = resolved["asset_names"]
+    tuned = [names.index(a) for a in (names if cal["assets"] == "all" else cal["assets"])]
+    space = LadderSpace.from_ladder(model.ladder, tuned, cal["min_mmr"], cal["max_mmr"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "calibration_checkpoint.npz"
+    if not resume:
+        ckpt.unlink(missing_ok=True)
+    seed = resolved["seed"] if cal["seed"] is None else cal["seed"]
+    fp = json.dumps([resolved, cal], sort_keys=True, default=str)
+    t0 = time.perf_counter()
+    theta, history = calibrate(model, space, cal, seed=seed, names=names, checkpoint=ckpt, fingerprint=fp,
+                               log=(lambda r: log(_fmt(r))) if log else None)
+    wall = time.perf_counter() - t0
+    tuned_ladder = space.ladder(theta)
+    check_ladder(tuned_ladder, space)
+    before_tab, after_tab = ladder_table(model.ladder, names), ladder_table(tuned_ladder, names)
+    new_cfg = _with_ladder(cfg, after_tab, names)
+    # the hard engine on fresh paths (another seed), before and after
+    eval_over = {"paths": cal["eval_paths"], "seed": seed + 1_000_003}
+    before = run({**cfg, **eval_over})
+    after = run({**new_cfg, **eval_over})
+    atomic_write_text(out / "ladder.csv", after_tab.to_csv(index=False))
+    atomic_write_text(out / "ladder_before.csv", before_tab.to_csv(index=False))
+    atomic_write_text(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    keys = ["p_any_liquidation", "expected_liquidations", "bad_debt_mean", "bad_debt_es_99", "p_bad_debt",
+            "insurance_fund_drawdown_es_99", "p_insurance_fund_depleted", "liquidated_notional_mean",
+            "slippage_mean", "fees_mean", "trader_loss_mean"]
+    comparison = {"before": {k: before.summary.get(k) for k in keys}, "after": {k: after.summary.get(k) for k in keys},
+                  "eval_paths": cal["eval_paths"], "eval_seed": eval_over["seed"], "iterations": len(history),
+                  "wall_seconds": wall}
+    atomic_write_json(out / "metrics.json", comparison)
+    import yaml
+
+    atomic_write_text(out / "calibrated.yaml", "# written by `perpjax calibrate`\n" + yaml.safe_dump(
+        new_cfg, sort_keys=False))
+    _plots(out, pd.DataFrame(history), names, before.accounts, after.accounts)
+    ckpt.unlink(missing_ok=True)
+    return {"ladder": after_tab, "history": history, "metrics": comparison}
+
+
+def _with_ladder(cfg: dict, table: pd.DataFrame, names) -> dict:
+    import copy
+
+    new = copy.deepcopy(cfg)
+    for name in names:
+        t = table[table.asset == name]
+        new["ladders"][name] = [{"floor": float(r.floor), "mmr": float(round(r.mmr, 8)), "imr": float(round(r.imr, 8))}
+                                for r in t.itertuples()]
+    return new
+
+
+def _fmt(row: dict) -> str:
+    rates = " ".join(f"{k[4:]}={v:.5f}" for k, v in row.items() if k.startswith("mmr_"))
+    return (f"it {row['iteration']:4d}  J {row['objective']:.6g}  |g| {row['grad_norm']:.3g}  "
+            f"bad_debt {row['term_bad_debt']:.3g}  capital {row['term_capital']:.4g}  {rates}")
+
+
+def _plots(out: Path, hist: pd.DataFrame, names, acc_before: pd.DataFrame, acc_after: pd.DataFrame) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional output; the CSVs carry the same numbers
+        return
+    from .io import atomic_write_bytes
+
+    def save(fig, name):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / name, buf.getvalue())
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(hist.iteration, hist.objective)
+    ax[0].set(xlabel="iteration", ylabel="objective", title="objective")
+    for c in [c for c in hist.columns if c.startswith("mmr_")]:
+        ax[1].plot(hist.iteration, hist[c], label=c[4:])
+    ax[1].set(xlabel="iteration", ylabel="MMR", title="maintenance rate per tier")
+    ax[1].legend(fontsize=7, ncol=2)
+    save(fig, "history.png")
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    tb = acc_before.groupby("tier")[["p_liquidation", "expected_bad_debt"]].mean()
+    ta = acc_after.groupby("tier")[["p_liquidation", "expected_bad_debt"]].mean()
+    x = np.arange(len(tb))
+    for i, col in enumerate(("p_liquidation", "expected_bad_debt")):
+        ax[i].bar(x - 0.2, tb[col], 0.4, label="before")
+        ax[i].bar(x + 0.2, ta[col].reindex(tb.index), 0.4, label="after")
+        ax[i].set_xticks(x, tb.index, rotation=45, ha="right", fontsize=7)
+        ax[i].set(title=f"{col} by tier (hard engine, fresh paths)")
+        ax[i].legend()
+    save(fig, "by_tier.png")
