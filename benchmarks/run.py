@@ -75,6 +75,46 @@ def bench_numpy(paths, repeats):
             "path_steps_per_s": paths * steps / min(runs), **res, "numpy": np.__version__}
 
 
+def _best(f, repeats):
+    f()  # compile
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        runs.append(time.perf_counter() - t0)
+    return min(runs)
+
+
+def bench_calibration(paths, repeats):
+    """One optimiser step's value-and-gradient vs the hard forward simulation and the relaxed forward,
+    default config (12 units, 1 day of 1-minute steps), and XLA's compiled temp memory of the gradient
+    with nested checkpointing (blocks of 60 steps) and without (block_steps = 0)."""
+    from perpjax import calibrate as C
+
+    model, _, cfg = build_model(load_config(None))
+    space = C.LadderSpace.from_model(model, list(range(model.prices.n_assets)), 0.001, 0.25)
+    theta = space.init(model)
+    key = seed_key(0)
+    obj = dict(C.OBJECTIVE_DEFAULTS)
+    hard = _best(lambda: jax.block_until_ready(simulate_chunk(model, key, jnp.uint32(0), paths)), repeats)
+    out = []
+    base = {"paths": paths, "steps": model.grid.n_steps, "units": model.n_units, "dtype": cfg["dtype"],
+            "device": jax.devices()[0].device_kind, "jax": jax.__version__}
+    out.append({"case": "calibration_hard_forward", **base, "run_best_s": hard})
+    for block in (60, 0):
+        loss = C.make_loss(model, space, obj, 1e-4, paths, block)
+        fwd = jax.jit(lambda th, loss=loss: loss(th, key, jnp.uint32(0))[0])
+        vg = jax.jit(jax.value_and_grad(lambda th, loss=loss: loss(th, key, jnp.uint32(0))[0]))
+        mem = vg.lower(theta).compile().memory_analysis()
+        temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
+        t_f = _best(lambda fwd=fwd: jax.block_until_ready(fwd(theta)), repeats)
+        t_g = _best(lambda vg=vg: jax.block_until_ready(vg(theta)), repeats)
+        out.append({"case": f"calibration_step_block{block}", **base, "relaxed_forward_s": t_f,
+                    "value_and_grad_s": t_g, "step_over_hard_forward": t_g / hard,
+                    "step_over_relaxed_forward": t_g / t_f, "grad_temp_bytes": temp})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--paths", type=int, default=100_000)
@@ -87,6 +127,10 @@ def main():
                     help="time the cascade feedback loop (cascade_book.yaml, 8 assets) for 1,000 and 10,000 "
                          "accounts, as ratios to the same book without feedback")
     ap.add_argument("--cascade-paths", type=int, default=2000)
+    ap.add_argument("--calibration", action="store_true",
+                    help="cost of one calibration step (value and gradient of the relaxed engine) vs one forward "
+                         "simulation of the same size, and compiled memory with and without checkpointing")
+    ap.add_argument("--calibration-paths", type=int, default=2000)
     ap.add_argument("--mechanics", action="store_true",
                     help="time the default book with each liquidation path and the full venue mechanics, "
                          "as ratios to the default book with full close")
@@ -124,6 +168,9 @@ def main():
             on["cost_over_no_feedback"] = off["path_steps_per_s"] / on["path_steps_per_s"]
             on["account_steps_per_s"] = on["path_steps_per_s"] * on["units"]
             print(json.dumps(on), flush=True)
+    if a.calibration:
+        for r in bench_calibration(a.calibration_paths, a.repeats):
+            print(json.dumps(r), flush=True)
     if not a.skip_numpy:
         npy = bench_numpy(a.numpy_paths or min(a.paths, 100_000), a.repeats)
         print(json.dumps(npy), flush=True)

@@ -56,15 +56,21 @@ DEFAULTS = {
     "assets": "all", "min_mmr": 0.001, "max_mmr": 0.25, "temperature": 1e-4, "paths": 2000,
     "iterations": 100, "learning_rate": 0.05, "clip_norm": 1.0, "resample": False, "checkpoint_every": 10,
     "patience": 25, "tolerance": 1e-4, "block_steps": 60, "eval_paths": 20000, "seed": None,
-    "objective": {},
+    "tune": ["mmr"], "max_fee_rate": 0.05, "chunk_paths": 0, "objective": {},
 }
+KNOBS = ("mmr", "floors", "fee_rate", "mark_window")
 OBJECTIVE_DEFAULTS = {"bad_debt": 1.0, "trader_cost": 0.0, "liquidations": 0.0, "capital": 0.05,
                       "exceed_budget": None, "exceed_probability": 0.001, "exceed_weight": 0.0,
                       "exceed_temperature": 0.1}
 
 
 class LadderSpace(eqx.Module):
-    """The ladders a calibration may choose from: fixed floors, rates within bounds."""
+    """What a calibration may change, and how parameters map to valid values.
+
+    Parameters are a dict: ``mmr`` (always), and, when tuned, ``floors`` (tier floors as
+    positive increments, ``floor_k = floor_{k-1} + exp(phi_k)``), ``fee_rate``
+    (``max_fee_rate * sigmoid(phi)``) and ``mark_window`` (``window_seconds = exp(phi)``).
+    """
 
     floors: jax.Array  # (assets, tiers)
     lo: jax.Array  # (assets, tiers) lowest MMR per tier
@@ -72,10 +78,59 @@ class LadderSpace(eqx.Module):
     imr_ratio: jax.Array  # (assets, tiers) IMR / MMR, > 1
     tuned: jax.Array  # (assets, tiers) 1 for real tiers of tuned assets, else 0
     base_mmr: jax.Array  # (assets, tiers) rates of the assets not tuned
-    n_tiers: tuple = eqx.field(static=True)
+    max_fee_rate: float = eqx.field(static=True, default=0.05)
+    n_tiers: tuple = eqx.field(static=True, default=())
+    knobs: tuple = eqx.field(static=True, default=("mmr",))
 
     @classmethod
-    def from_ladder(cls, ladder: Ladder, tuned_assets, lo: float, hi: float):
+    def from_model(cls, model: RiskModel, tuned_assets, lo: float, hi: float, knobs=("mmr",),
+                   max_fee_rate: float = 0.05):
+        for k in knobs:
+            if k not in KNOBS:
+                raise ValueError(f"calibration.tune: unknown parameter {k!r} (allowed: {', '.join(KNOBS)})")
+        if "mmr" not in knobs:
+            raise ValueError("calibration.tune: must include mmr")
+        if "mark_window" in knobs and model.mark.kind == "index":
+            raise ValueError("calibration.tune: mark_window needs an EMA mark (mark.kind ema or premium_ema)")
+        if "fee_rate" in knobs and not (0 < max_fee_rate < 1 and float(model.liquidation.fee_rate) < max_fee_rate):
+            raise ValueError(f"calibration.max_fee_rate: must lie in (fee_rate, 1) (got {max_fee_rate})")
+        return cls.from_ladder(model.ladder, tuned_assets, lo, hi, knobs=tuple(knobs), max_fee_rate=max_fee_rate)
+
+    def init(self, model: RiskModel) -> dict:
+        """Parameters that reproduce the model's current values."""
+        theta = {"mmr": self.theta_from(np.asarray(model.ladder.mmr))}
+        dt = self.floors.dtype
+        if "floors" in self.knobs:
+            inc = np.diff(np.asarray(model.ladder.floors, np.float64), axis=-1)
+            theta["floors"] = jnp.asarray(np.log(np.maximum(inc, 1.0)), dt)
+        if "fee_rate" in self.knobs:
+            x = float(model.liquidation.fee_rate) / self.max_fee_rate
+            theta["fee_rate"] = jnp.asarray(math.log(x / (1 - x)) if x > 0 else -20.0, dt)
+        if "mark_window" in self.knobs:
+            theta["mark_window"] = jnp.asarray(math.log(float(model.mark.window_seconds)), dt)
+        return theta
+
+    def apply(self, model: RiskModel, theta: dict) -> RiskModel:
+        """The model with the parameters' ladder, fee and mark window."""
+        m = eqx.tree_at(lambda x: x.ladder, model, self.ladder(theta))
+        if "fee_rate" in theta:
+            m = eqx.tree_at(lambda x: x.liquidation.fee_rate, m, self.max_fee_rate * jax.nn.sigmoid(theta["fee_rate"]))
+        if "mark_window" in theta:
+            m = eqx.tree_at(lambda x: x.mark.window_seconds, m, jnp.exp(theta["mark_window"]))
+        return m
+
+    def floors_of(self, theta: dict):
+        if "floors" not in theta:
+            return self.floors
+        f = jnp.concatenate([jnp.zeros_like(self.floors[:, :1]), jnp.cumsum(jnp.exp(theta["floors"]), -1)], -1)
+        real = jnp.arange(f.shape[1])[None, :] < jnp.asarray(self.n_tiers)[:, None]
+        last = jnp.take_along_axis(f, jnp.asarray(np.asarray(self.n_tiers) - 1)[:, None], axis=-1)
+        tuned = self.tuned.sum(-1, keepdims=True) > 0
+        return jnp.where(tuned, jnp.where(real, f, last), self.floors)
+
+    @classmethod
+    def from_ladder(cls, ladder: Ladder, tuned_assets, lo: float, hi: float, *, knobs=("mmr",),
+                    max_fee_rate: float = 0.05):
         mmr, imr = np.asarray(ladder.mmr, np.float64), np.asarray(ladder.imr, np.float64)
         a, k = mmr.shape
         if not (0 <= lo < hi < 1):
@@ -86,17 +141,19 @@ class LadderSpace(eqx.Module):
         dt = ladder.mmr.dtype
         return cls(floors=ladder.floors, lo=jnp.full((a, k), lo, dt), hi=jnp.full((a, k), hi, dt),
                    imr_ratio=jnp.asarray(ratio, dt), tuned=jnp.asarray(tuned, dt), base_mmr=ladder.mmr,
-                   n_tiers=ladder.n_tiers)
+                   max_fee_rate=float(max_fee_rate), n_tiers=ladder.n_tiers, knobs=tuple(knobs))
 
     def ladder(self, theta) -> Ladder:
-        inc = jax.nn.softplus(theta) * self.tuned
+        """The ladder of parameters ``theta`` (a dict, or the ``mmr`` array alone)."""
+        theta = theta if isinstance(theta, dict) else {"mmr": theta}
+        inc = jax.nn.softplus(theta["mmr"]) * self.tuned
         mmr = jnp.clip(self.lo[:, :1] + jnp.cumsum(inc, axis=-1), self.lo, self.hi)
         # padded tiers repeat the last real one
         last = jnp.take_along_axis(mmr, jnp.asarray(np.asarray(self.n_tiers) - 1)[:, None], axis=-1)
         real = jnp.arange(mmr.shape[1])[None, :] < jnp.asarray(self.n_tiers)[:, None]
         mmr = jnp.where(real, mmr, last)
         mmr = jnp.where(self.tuned.sum(-1, keepdims=True) > 0, mmr, self.base_mmr)
-        return Ladder(self.floors, mmr, jnp.minimum(mmr * self.imr_ratio, 1.0), self.n_tiers)
+        return Ladder(self.floors_of(theta), mmr, jnp.minimum(mmr * self.imr_ratio, 1.0), self.n_tiers)
 
     def theta_from(self, mmr) -> jax.Array:
         """Parameters that reproduce ``mmr`` (within the bounds; equal tiers get a tiny increment)."""
@@ -177,6 +234,9 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
                      s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage)
 
     n = model.grid.n_steps
+    if block_steps == 0:  # no checkpointing: reverse mode keeps every step's intermediates
+        s = jax.lax.scan(lambda c, t: (step(c, t), None), s0, jnp.arange(1, n + 1, dtype=jnp.int32))[0]
+        return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage)
     block = max(1, min(block_steps, n))
     n_blocks, rest = divmod(n, block)
 
@@ -237,9 +297,9 @@ def make_loss(model: RiskModel, space: LadderSpace, obj: dict, temperature: floa
     """loss(theta, key, start) -> (objective, Terms), differentiable in theta."""
 
     def loss(theta, key, start):
-        ladder = space.ladder(theta)
-        out = soft_outcome(model, ladder, key, start, paths, temperature, block_steps=block_steps)
-        terms = objective_terms(model, ladder, out, obj)
+        m = space.apply(model, theta if isinstance(theta, dict) else {"mmr": theta})
+        out = soft_outcome(m, m.ladder, key, start, paths, temperature, block_steps=block_steps)
+        terms = objective_terms(m, m.ladder, out, obj)
         return objective(terms, obj), terms
 
     return loss
@@ -268,6 +328,9 @@ def check_ladder(ladder: Ladder, space: LadderSpace) -> None:
     m, i = np.asarray(ladder.mmr), np.asarray(ladder.imr)
     tuned = np.asarray(space.tuned) > 0
     eps = 1e-12
+    f = np.asarray(ladder.floors)
+    if np.any(np.diff(f, axis=-1) < -eps) or np.any(f[:, 0] != 0):
+        raise AssertionError(f"calibration: floors not increasing from 0 {f.tolist()}")
     if np.any(np.diff(m, axis=-1) < -eps):
         raise AssertionError(f"calibration: non-monotone rates {m.tolist()}")
     if np.any((m >= i) & tuned) or np.any(i > 1 + eps):
@@ -285,7 +348,8 @@ def _save(path: Path, fingerprint: str, it: int, theta, opt_state, history: list
 
     leaves = jax.tree_util.tree_leaves(opt_state)
     arrays = {f"opt_{k}": np.asarray(v) for k, v in enumerate(leaves)}
-    atomic_write_npz(path, key=np.asarray(fingerprint), it=np.asarray(it), theta=np.asarray(theta),
+    arrays.update({f"theta_{k}": np.asarray(v) for k, v in theta.items()})
+    atomic_write_npz(path, key=np.asarray(fingerprint), it=np.asarray(it),
                      history=np.asarray(json.dumps(history)), best=np.asarray(json.dumps(best)), **arrays)
 
 
@@ -296,7 +360,8 @@ def _load(path: Path, fingerprint: str, theta, opt_state):
         treedef = jax.tree_util.tree_structure(opt_state)
         leaves = jax.tree_util.tree_leaves(opt_state)
         new = [jnp.asarray(z[f"opt_{k}"], dtype=leaf.dtype) for k, leaf in enumerate(leaves)]
-        return (int(z["it"]), jnp.asarray(z["theta"], theta.dtype), jax.tree_util.tree_unflatten(treedef, new),
+        th = {k: jnp.asarray(z[f"theta_{k}"], v.dtype) for k, v in theta.items()}
+        return (int(z["it"]), th, jax.tree_util.tree_unflatten(treedef, new),
                 json.loads(str(z["history"])), json.loads(str(z["best"])))
 
 
@@ -307,19 +372,23 @@ def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, nam
     ``max_iterations``: stop after this many iterations in this call (for tests of resume)."""
     check_calibratable(model)
     obj = {**OBJECTIVE_DEFAULTS, **cfg["objective"]}
-    loss = make_loss(model, space, obj, cfg["temperature"], cfg["paths"], cfg["block_steps"])
     opt = optimizer(cfg)
     key = R.seed_key(seed)
+    chunk = cfg.get("chunk_paths") or cfg["paths"]
+    if cfg["paths"] % chunk:
+        raise ValueError(f"calibration.chunk_paths: must divide paths ({cfg['paths']}), got {chunk}")
+    n_chunks = cfg["paths"] // chunk
+    value_and_grad = _chunked_value_and_grad(model, space, obj, cfg, key, chunk, n_chunks)
+    update = jax.jit(lambda g, opt_state, theta: opt.update(g, opt_state, theta))
 
-    @jax.jit
     def step(theta, opt_state, start):
-        (j, terms), g = jax.value_and_grad(loss, has_aux=True)(theta, key, start)
-        updates, opt_state = opt.update(g, opt_state, theta)
+        j, terms, g = value_and_grad(theta, start)
+        updates, opt_state = update(g, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state, j, terms, optax.tree.norm(g)
 
-    theta = space.theta_from(np.asarray(space.base_mmr))
+    theta = space.init(model)
     opt_state = opt.init(theta)
-    history, best = [], {"it": -1, "objective": math.inf, "theta": np.asarray(theta).tolist()}
+    history, best = [], {"it": -1, "objective": math.inf, "theta": _tolist(theta)}
     it0 = 0
     if checkpoint is not None and Path(checkpoint).exists():
         it0, theta, opt_state, history, best = _load(Path(checkpoint), fingerprint, theta, opt_state)
@@ -327,17 +396,24 @@ def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, nam
     for it in range(it0, stop):
         ladder = space.ladder(theta)
         check_ladder(ladder, space)
+        cur = space.apply(model, theta)
         start = jnp.uint32(cfg["paths"] * it if cfg["resample"] else 0)
         new_theta, opt_state, j, terms, gnorm = step(theta, opt_state, start)
         row = {"iteration": it, "objective": float(j), "grad_norm": float(gnorm),
                **{f"term_{k}": float(v) for k, v in terms._asdict().items()}}
-        mmr = np.asarray(ladder.mmr)
+        mmr, floors = np.asarray(ladder.mmr), np.asarray(ladder.floors)
         for a, name in enumerate(names):
             for k in range(space.n_tiers[a]):
                 row[f"mmr_{name}_{k + 1}"] = float(mmr[a, k])
+                if "floors" in theta and k > 0:
+                    row[f"floor_{name}_{k + 1}"] = float(floors[a, k])
+        if "fee_rate" in theta:
+            row["fee_rate"] = float(cur.liquidation.fee_rate)
+        if "mark_window" in theta:
+            row["mark_window_seconds"] = float(cur.mark.window_seconds)
         history.append(row)
         if float(j) < best["objective"] * (1 - cfg["tolerance"]):
-            best = {"it": it, "objective": float(j), "theta": np.asarray(theta).tolist()}
+            best = {"it": it, "objective": float(j), "theta": _tolist(theta)}
         if log is not None:
             log(row)
         theta = new_theta
@@ -346,7 +422,55 @@ def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, nam
             _save(Path(checkpoint), fingerprint, done, theta, opt_state, history, best)
         if cfg["patience"] and it - best["it"] >= cfg["patience"]:
             break
-    return jnp.asarray(best["theta"], theta.dtype), history
+    return {k: jnp.asarray(v, theta[k].dtype) for k, v in best["theta"].items()}, history
+
+
+def _chunked_value_and_grad(model, space, obj, cfg, key, chunk: int, n_chunks: int):
+    """(theta, start) -> (objective, terms, gradient) over ``n_chunks`` chunks of ``chunk`` paths.
+
+    One chunk: a single jitted value-and-gradient. Several (memory bound by one chunk): the terms
+    are means over paths, so pass 1 averages each chunk's terms (forward only) and gives the
+    objective's weights ``dJ/dterm`` at the average; pass 2 back-propagates ``sum_k w_k term_k`` per
+    chunk and averages: the exact gradient of the whole-batch objective, also with the nonlinear
+    exceedance penalty.
+    """
+    temperature, block = cfg["temperature"], cfg["block_steps"]
+    if n_chunks == 1:
+        loss = make_loss(model, space, obj, temperature, chunk, block)
+
+        @jax.jit
+        def single(theta, start):
+            (j, terms), g = jax.value_and_grad(loss, has_aux=True)(theta, key, start)
+            return j, terms, g
+        return single
+
+    def chunk_terms(theta, start):
+        m = space.apply(model, theta)
+        out = soft_outcome(m, m.ladder, key, start, chunk, temperature, block_steps=block)
+        return objective_terms(m, m.ladder, out, obj)
+
+    terms_jit = jax.jit(chunk_terms)
+    weighted = jax.jit(jax.grad(lambda theta, start, w: sum(
+        wk * tk for wk, tk in zip(w, chunk_terms(theta, start), strict=True))))
+    weights = jax.jit(jax.grad(lambda t: objective(Terms(*t), obj)))
+
+    def run(theta, start):
+        starts = [start + jnp.uint32(c * chunk) for c in range(n_chunks)]
+        parts = [terms_jit(theta, s0) for s0 in starts]
+        mean = Terms(*(sum(p[k] for p in parts) / n_chunks for k in range(len(Terms._fields))))
+        w = tuple(weights(tuple(mean)))
+        g = None
+        for s0 in starts:
+            gc = weighted(theta, s0, w)
+            g = gc if g is None else jax.tree_util.tree_map(jnp.add, g, gc)
+        g = jax.tree_util.tree_map(lambda x: x / n_chunks, g)
+        return objective(mean, obj), mean, g
+
+    return run
+
+
+def _tolist(theta: dict) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in theta.items()}
 
 
 def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -> dict:
@@ -361,7 +485,8 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
     cal = resolve_calibration(resolved)
     names = resolved["asset_names"]
     tuned = [names.index(a) for a in (names if cal["assets"] == "all" else cal["assets"])]
-    space = LadderSpace.from_ladder(model.ladder, tuned, cal["min_mmr"], cal["max_mmr"])
+    space = LadderSpace.from_model(model, tuned, cal["min_mmr"], cal["max_mmr"], tuple(cal["tune"]),
+                                   cal["max_fee_rate"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "calibration_checkpoint.npz"
@@ -373,10 +498,14 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
     theta, history = calibrate(model, space, cal, seed=seed, names=names, checkpoint=ckpt, fingerprint=fp,
                                log=(lambda r: log(_fmt(r))) if log else None)
     wall = time.perf_counter() - t0
-    tuned_ladder = space.ladder(theta)
-    check_ladder(tuned_ladder, space)
-    before_tab, after_tab = ladder_table(model.ladder, names), ladder_table(tuned_ladder, names)
+    tuned_model = space.apply(model, theta)
+    check_ladder(tuned_model.ladder, space)
+    before_tab, after_tab = ladder_table(model.ladder, names), ladder_table(tuned_model.ladder, names)
     new_cfg = _with_ladder(cfg, after_tab, names)
+    if "fee_rate" in theta:
+        new_cfg.setdefault("liquidation", {})["fee_rate"] = float(tuned_model.liquidation.fee_rate)
+    if "mark_window" in theta:
+        new_cfg.setdefault("mark", {})["window_seconds"] = float(tuned_model.mark.window_seconds)
     # the hard engine on fresh paths (another seed), before and after
     eval_over = {"paths": cal["eval_paths"], "seed": seed + 1_000_003}
     before = run({**cfg, **eval_over})

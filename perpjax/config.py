@@ -715,10 +715,13 @@ def resolve_calibration(c: dict) -> dict:
                 cal["objective"][k.split(".", 1)[1]] = v
             else:
                 cal[k] = v
-    for k in ("paths", "iterations", "checkpoint_every", "block_steps", "eval_paths", "patience"):
-        v = cal[k]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v >= (0 if k == "patience" else 1)):
-            raise ConfigError(f"calibration.{k}: must be an integer >= {0 if k == 'patience' else 1} (got {v!r})")
+    for k in ("paths", "iterations", "checkpoint_every", "block_steps", "eval_paths", "patience", "chunk_paths"):
+        v, least = cal[k], 0 if k in ("patience", "chunk_paths", "block_steps") else 1
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
+            raise ConfigError(f"calibration.{k}: must be an integer >= {least} (got {v!r})")
+    if cal["chunk_paths"] and cal["paths"] % cal["chunk_paths"]:
+        raise ConfigError(f"calibration.chunk_paths: must divide calibration.paths ({cal['paths']}), "
+                          f"got {cal['chunk_paths']}")
     for k in ("temperature", "learning_rate", "clip_norm"):
         if not (_kind_ok(cal[k], NUM) and cal[k] > 0):
             raise ConfigError(f"calibration.{k}: must be a number > 0 (got {cal[k]!r})")
@@ -743,6 +746,12 @@ def resolve_calibration(c: dict) -> dict:
     if not (0 < ob["exceed_probability"] < 1):
         raise ConfigError("calibration.objective.exceed_probability: must lie in (0, 1) "
                           f"(got {ob['exceed_probability']})")
+    from .calibrate import KNOBS
+
+    if not (isinstance(cal["tune"], list) and cal["tune"] and all(k in KNOBS for k in cal["tune"])):
+        raise ConfigError(f"calibration.tune: must be a list of {', '.join(KNOBS)} (got {cal['tune']!r})")
+    if not (_kind_ok(cal["max_fee_rate"], NUM) and 0 < cal["max_fee_rate"] < 1):
+        raise ConfigError(f"calibration.max_fee_rate: must lie in (0, 1) (got {cal['max_fee_rate']!r})")
     if not isinstance(cal["resample"], bool):
         raise ConfigError(f"calibration.resample: must be true or false (got {cal['resample']!r})")
     return cal
