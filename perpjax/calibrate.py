@@ -60,6 +60,7 @@ DEFAULTS = {
 }
 KNOBS = ("mmr", "floors", "fee_rate", "mark_window")
 OBJECTIVE_DEFAULTS = {"bad_debt": 1.0, "trader_cost": 0.0, "liquidations": 0.0, "capital": 0.05,
+                      "fund_es": 0.0, "fund_es_level": 0.99,
                       "exceed_budget": None, "exceed_probability": 0.001, "exceed_weight": 0.0,
                       "exceed_temperature": 0.1}
 
@@ -197,6 +198,12 @@ def check_calibratable(model: RiskModel) -> None:
     if liq.mode != "full" or liq.adl or liq.backstop or liq.throttled or liq.delay or liq.bridge:
         raise ValueError("calibration: the relaxed engine models full closes only (liquidation.mode: full, "
                          "no adl, backstop, delay, throttle or bridge)")
+    sched = model.schedule
+    if (model.breaker is not None or liq.depth.vol_elasticity or (sched is not None and sched.depth is not None)
+            or (model.regimes is not None and bool(np.any(np.asarray(model.regimes.depth_factor) != 1)))):
+        raise ValueError("calibration: the relaxed engine fills at the quoted depth without circuit breaker; "
+                         "remove depth decay (liquidation.depth_vol_elasticity, events.depth_bursts, "
+                         "regimes.depth_factor) and guardrails.circuit_breaker to calibrate")
     if model.impact is not None or model.basis.crowding is not None:
         raise ValueError("calibration: cascade feedback and funding crowding depend on who was liquidated; "
                          "calibrate without them and evaluate the ladder with them")
@@ -266,6 +273,7 @@ class Terms(NamedTuple):
     liquidations: jax.Array  # expected number of units liquidated
     capital: jax.Array  # maintenance margin required at t = 0 / book notional
     exceed: jax.Array  # smoothed P(fund loss > budget)
+    fund_es: jax.Array  # expected shortfall of the fund's loss over paths at fund_es_level / book notional
 
 
 def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dict) -> Terms:
@@ -279,14 +287,18 @@ def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dic
     if obj.get("exceed_budget") is not None:
         x = obj["exceed_budget"]
         exceed = jnp.mean(jax.nn.sigmoid((loss - x) / (obj["exceed_temperature"] * x)))
+    # ES as the mean of the worst (1 - level) share of paths (Acerbi-Tasche); differentiable a.e.
+    k = max(1, int(round((1.0 - obj["fund_es_level"]) * loss.shape[0])))
+    es = jnp.mean(jax.lax.top_k(loss, k)[0])
     return Terms(bad_debt=jnp.mean(jnp.sum(out.bad_debt, -1)) / book,
                  trader_cost=jnp.mean(jnp.sum(out.slippage + out.fee, -1)) / book,
-                 liquidations=jnp.mean(jnp.sum(out.p_liq, -1)), capital=mm0 / book, exceed=exceed)
+                 liquidations=jnp.mean(jnp.sum(out.p_liq, -1)), capital=mm0 / book, exceed=exceed,
+                 fund_es=es / book)
 
 
 def objective(terms: Terms, obj: dict):
     j = obj["bad_debt"] * terms.bad_debt + obj["trader_cost"] * terms.trader_cost + \
-        obj["liquidations"] * terms.liquidations + obj["capital"] * terms.capital
+        obj["liquidations"] * terms.liquidations + obj["capital"] * terms.capital + obj["fund_es"] * terms.fund_es
     if obj.get("exceed_budget") is not None and obj["exceed_weight"]:
         eps = obj["exceed_probability"]
         j = j + obj["exceed_weight"] * jnp.maximum(terms.exceed - eps, 0.0) / eps
@@ -329,6 +341,8 @@ def check_ladder(ladder: Ladder, space: LadderSpace) -> None:
     tuned = np.asarray(space.tuned) > 0
     eps = 1e-12
     f = np.asarray(ladder.floors)
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(i)) and np.all(np.isfinite(f))):
+        raise FloatingPointError("calibration: the ladder went non-finite (lower learning_rate or raise temperature)")
     if np.any(np.diff(f, axis=-1) < -eps) or np.any(f[:, 0] != 0):
         raise AssertionError(f"calibration: floors not increasing from 0 {f.tolist()}")
     if np.any(np.diff(m, axis=-1) < -eps):
@@ -412,7 +426,7 @@ def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, nam
         if "mark_window" in theta:
             row["mark_window_seconds"] = float(cur.mark.window_seconds)
         history.append(row)
-        if float(j) < best["objective"] * (1 - cfg["tolerance"]):
+        if float(j) < best["objective"] - cfg["tolerance"] * abs(best["objective"]) or best["it"] < 0:
             best = {"it": it, "objective": float(j), "theta": _tolist(theta)}
         if log is not None:
             log(row)
@@ -443,6 +457,10 @@ def _chunked_value_and_grad(model, space, obj, cfg, key, chunk: int, n_chunks: i
             (j, terms), g = jax.value_and_grad(loss, has_aux=True)(theta, key, start)
             return j, terms, g
         return single
+
+    if obj["fund_es"]:
+        raise ValueError("calibration.chunk_paths: the fund ES term ranks all paths together; "
+                         "use one chunk (chunk_paths: 0) with objective.fund_es")
 
     def chunk_terms(theta, start):
         m = space.apply(model, theta)
@@ -493,7 +511,9 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
     if not resume:
         ckpt.unlink(missing_ok=True)
     seed = resolved["seed"] if cal["seed"] is None else cal["seed"]
-    fp = json.dumps([resolved, cal], sort_keys=True, default=str)
+    # stopping and evaluation settings may change on resume (e.g. more iterations)
+    fp = json.dumps([resolved, {k: v for k, v in cal.items() if k not in ("iterations", "patience", "eval_paths")}],
+                    sort_keys=True, default=str)
     t0 = time.perf_counter()
     theta, history = calibrate(model, space, cal, seed=seed, names=names, checkpoint=ckpt, fingerprint=fp,
                                log=(lambda r: log(_fmt(r))) if log else None)

@@ -192,9 +192,14 @@ def _calibrate(a) -> int:
 
     try:
         cfg = apply_overrides(load_config(a.config), a.overrides)
+        from .calibrate import LadderSpace
+
         model, _, resolved = build_model(cfg)
-        resolve_calibration(resolved)
+        cal = resolve_calibration(resolved)
         check_calibratable(model)
+        names = resolved["asset_names"]
+        LadderSpace.from_model(model, [names.index(x) for x in (names if cal["assets"] == "all" else cal["assets"])],
+                               cal["min_mmr"], cal["max_mmr"], tuple(cal["tune"]), cal["max_fee_rate"])
     except (ConfigError, ValueError) as e:
         print(f"perpjax: config error: {e}", file=sys.stderr)
         return 2

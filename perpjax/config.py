@@ -606,7 +606,7 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
         try:
             L = correlation_factor(sc)
         except ValueError as e:
-            raise ConfigError(f"regimes.stress_{e}") from None
+            raise ConfigError(f"regimes.stress_{e}") from None  # "correlation: ..." -> regimes.stress_correlation
         days = grid.step_seconds / 86400.0
         for k in ("drawdown", "enter_rate_per_day", "exit_rate_per_day", "reference_halflife_seconds"):
             if rg[k] < 0:
@@ -626,6 +626,8 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
         try:
             a, b = Garch.per_step(_num_list(g["alpha"], "garch.alpha", n), _num_list(g["beta"], "garch.beta", n),
                                   g["fitted_seconds"] / grid.step_seconds)
+        except ConfigError:
+            raise
         except ValueError as e:
             raise ConfigError(f"garch.{e}") from None
         if np.any(b < 0):
@@ -706,7 +708,7 @@ def resolve_calibration(c: dict) -> dict:
     cal["objective"] = check_section(cal["objective"], {k: (ANY, False, v) for k, v in OBJECTIVE_DEFAULTS.items()},
                                      "calibration.objective")
     for k, v in list(cal.items()) + [(f"objective.{k}", v) for k, v in cal["objective"].items()]:
-        if isinstance(v, str) and k not in ("assets",):
+        if isinstance(v, str) and k not in ("assets", "tune"):
             try:
                 v = float(v)
             except ValueError:
@@ -722,6 +724,11 @@ def resolve_calibration(c: dict) -> dict:
     if cal["chunk_paths"] and cal["paths"] % cal["chunk_paths"]:
         raise ConfigError(f"calibration.chunk_paths: must divide calibration.paths ({cal['paths']}), "
                           f"got {cal['chunk_paths']}")
+    if cal["seed"] is not None and not (isinstance(cal["seed"], int) and not isinstance(cal["seed"], bool)
+                                        and cal["seed"] >= 0):
+        raise ConfigError(f"calibration.seed: must be an integer >= 0 or null (got {cal['seed']!r})")
+    if not (_kind_ok(cal["tolerance"], NUM) and cal["tolerance"] >= 0):
+        raise ConfigError(f"calibration.tolerance: must be a number >= 0 (got {cal['tolerance']!r})")
     for k in ("temperature", "learning_rate", "clip_norm"):
         if not (_kind_ok(cal[k], NUM) and cal[k] > 0):
             raise ConfigError(f"calibration.{k}: must be a number > 0 (got {cal[k]!r})")
@@ -737,13 +744,20 @@ def resolve_calibration(c: dict) -> dict:
             if a not in names:
                 raise ConfigError(f"calibration.assets: unknown asset {a!r} (assets: {', '.join(names)})")
     ob = cal["objective"]
-    for k in ("bad_debt", "trader_cost", "liquidations", "capital", "exceed_weight"):
+    for k in ("bad_debt", "trader_cost", "liquidations", "capital", "exceed_weight", "fund_es"):
         if not (_kind_ok(ob[k], NUM) and ob[k] >= 0):
             raise ConfigError(f"calibration.objective.{k}: must be a weight >= 0 (got {ob[k]!r})")
     if ob["exceed_budget"] is not None and not (_kind_ok(ob["exceed_budget"], NUM) and ob["exceed_budget"] > 0):
         raise ConfigError("calibration.objective.exceed_budget: must be a USD amount > 0 "
                           f"(got {ob['exceed_budget']!r})")
-    if not (0 < ob["exceed_probability"] < 1):
+    if not (_kind_ok(ob["fund_es_level"], NUM) and 0 < ob["fund_es_level"] < 1):
+        raise ConfigError(f"calibration.objective.fund_es_level: must lie in (0, 1) (got {ob['fund_es_level']!r})")
+    if not (_kind_ok(ob["exceed_temperature"], NUM) and ob["exceed_temperature"] > 0):
+        raise ConfigError(f"calibration.objective.exceed_temperature: must be > 0 (got {ob['exceed_temperature']!r})")
+    if ob["fund_es"] and cal["chunk_paths"]:
+        raise ConfigError("calibration.chunk_paths: the fund ES term ranks all paths together; use one chunk "
+                          "(chunk_paths: 0) with objective.fund_es")
+    if not (_kind_ok(ob["exceed_probability"], NUM) and 0 < ob["exceed_probability"] < 1):
         raise ConfigError("calibration.objective.exceed_probability: must lie in (0, 1) "
                           f"(got {ob['exceed_probability']})")
     from .calibrate import KNOBS

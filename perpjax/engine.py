@@ -526,7 +526,9 @@ def _price_step(model: RiskModel, d: dict, s, stress, t, dt):
     inn = pm.innovation_from(draw, factor)
     r = pm.log_return_from(draw, dt, scale=scale, innovation=inn)
     if model.garch is not None:
-        z = inn * scale  # diffusion return / (vol sqrt(dt))
+        # The GARCH sees the diffusion return without the stress regime's multiplier: fed back, the
+        # multiplier m would make the variance grow whenever a (m^2 - 1) > 1 - a - b (no steady state).
+        z = inn * jnp.sqrt(s.v2)  # diffusion return / (vol m sqrt(dt))
         v2 = model.garch.update(s.v2, z * z)
     if sched is not None and sched.log_return is not None:
         r = r + sched.log_return[t - 1]

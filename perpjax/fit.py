@@ -52,6 +52,9 @@ What is estimated, and how (host-side numpy/scipy; everything is at the bar freq
   (``stress_raw_vol_ratio``, about 2.1-2.35 on 2022 hourly data against 1.11-1.14 standardized) also
   counts the GARCH rise after a selloff, which the simulator produces by itself: fed back into
   the GARCH update it makes ``alpha m^2 + beta > 1`` in stress and the simulated variance diverges.
+  (The simulator's GARCH is updated with the return divided by ``m``, so its variance stays
+  stationary in stress; the fit filters the observed returns, ``m`` included: with ``m`` of
+  1.11-1.14 active 2-3 % of the time, the difference is small.)
 * **Stress regime, ``stress="quantile"``** (``regime_correlation``), on the bars where no asset has a
   flagged jump: stress bars are those whose equal-weighted GARCH-standardized return (the market
   move relative to current volatility) is in its lowest ``stress_quantile`` (``stress_mask``), calm

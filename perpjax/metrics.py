@@ -125,7 +125,7 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
         "expected_excess_cost": out.excess_cost_sum / n,
         "mark_lag_artefact_share": np.where(out.liq_events_sum > 0, out.artefacts_sum / np.maximum(
             out.liq_events_sum, 1), 0.0),
-        "p_starts_cascade": out.cascade_starts_sum / n,
+        "p_starts_cascade": out.cascade_starts_sum / n,  # expected first-round liquidations per path
     })
     accounts.insert(3, "tier", _dominant_tier(model, cfg))
     paths = pd.DataFrame({"bad_debt": out.path_bad_debt, "trader_loss": out.path_trader_loss,

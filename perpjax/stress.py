@@ -28,7 +28,11 @@ optional and costs nothing when it is off.
   oracle freezes, forced stress windows.
 * ``CascadeMonitor``: episodes of chained liquidation rounds (rounds no more
   than ``window`` steps apart), their sizes, the units that start them, and the
-  price drawdown with and without feedback on the same random path.
+  price drawdown with and without feedback on the same random path. The
+  no-feedback path is the price minus the cumulative impact; with a ``shock``
+  regime switch or GARCH, whose state follows the moved price, it is the
+  same draws rather than an exact feedback-free rerun (run without the
+  ``cascade`` impact for that).
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ class Garch(eqx.Module):
 
         v2' = (1 - a - b) + a * z2 + b * v2,   z2 = r^2 / (vol^2 dt)
 
-    with ``r`` the step's diffusion log return. Parameters fitted at a bar of
+    with ``r`` the step's diffusion log return divided by the stress regime's vol multiplier (the
+    regime scales the vol on top of GARCH; fed back it would make the variance explode in
+    stress whenever ``a (m^2 - 1) > 1 - a - b``). Parameters fitted at a bar of
     ``m`` steps (e.g. hourly bars, minute steps: m = 60) are mapped to the step
     by keeping the persistence per unit time, ``a + b = (alpha + beta)^(1/m)``,
     and the response to a bar's worth of squared returns, ``a = alpha / m``

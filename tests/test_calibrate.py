@@ -49,7 +49,8 @@ def test_gradient_matches_central_finite_differences():
     model = _default_short()
     space = C.LadderSpace.from_ladder(model.ladder, [0, 1, 2, 3], 0.001, 0.25)
     theta = space.theta_from(np.asarray(space.base_mmr))
-    obj = {**C.OBJECTIVE_DEFAULTS, "exceed_budget": 1e4, "exceed_weight": 1.0, "trader_cost": 1.0}
+    obj = {**C.OBJECTIVE_DEFAULTS, "exceed_budget": 1e4, "exceed_weight": 1.0, "trader_cost": 1.0, "fund_es": 1.0,
+           "fund_es_level": 0.95}
     loss = C.make_loss(model, space, obj, 1e-3, 100, 30)
     f = jax.jit(lambda th: loss(th, R.seed_key(0), jnp.uint32(0))[0])
     g = np.asarray(jax.jit(jax.grad(lambda th: loss(th, R.seed_key(0), jnp.uint32(0))[0]))(theta))
