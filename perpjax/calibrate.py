@@ -27,9 +27,23 @@ recursion. Every iterate is a ladder a venue could publish (checked at every ite
 each block of ``block_steps`` steps, and recomputes inside a block (nested ``jax.checkpoint``):
 memory ~ carry x (steps / block + block) instead of every intermediate of every step.
 
-**Scope**: full closes (``liquidation.mode: full``) without ADL, backstop, delay, throttle or
-cascade feedback; these move positions after a liquidation, which the survival weighting does
-not follow. The before/after comparison always uses the hard engine on fresh paths.
+**Partial liquidation** (``fraction``, ``tier_step``, ``buffer``): a unit survives a partial
+liquidation, so survival weighting does not apply. The relaxed engine instead carries a
+mean-field state: with probability ``h_t`` the unit moves to the state after the liquidation
+(``Liquidation.execute``: cut size, collateral after the fill and fee) and the sums grow by
+``h_t x`` its bad debt, fee, notional and slippage; as ``tau -> 0`` (``h`` in {0, 1}) this is the
+hard engine path by path (tested for all three modes). The ``fraction`` parameter gets a gradient;
+the switch to a full close when a partial fill would be bankrupt is not relaxed (the objective
+jumps there), and ``buffer``'s cut comes from a bisection, piecewise constant in the buffer, so
+the buffer gets no gradient. For the same reason the objective's fairness term is the liquidation
+cost to traders (``trader_cost``: slippage + fee) rather than the over-liquidated notional of
+``Liquidation.fairness``: the minimal close behind it is a bisection, whose pathwise gradient
+misses its jumps (measured: it disagrees with finite differences at every step size).
+
+**Scope**: no ADL, backstop, delay, throttle, cooldown or bridge, no depth decay, bursts or
+circuit breaker, no cascade feedback or funding crowding: their state depends on which paths
+liquidated, which neither relaxation follows. The before/after comparison always uses the hard
+engine on fresh paths.
 """
 
 from __future__ import annotations
@@ -58,7 +72,7 @@ DEFAULTS = {
     "patience": 25, "tolerance": 1e-4, "block_steps": 60, "eval_paths": 20000, "seed": None,
     "tune": ["mmr"], "max_fee_rate": 0.05, "chunk_paths": 0, "objective": {},
 }
-KNOBS = ("mmr", "floors", "fee_rate", "mark_window")
+KNOBS = ("mmr", "floors", "fee_rate", "mark_window", "fraction")
 OBJECTIVE_DEFAULTS = {"bad_debt": 1.0, "trader_cost": 0.0, "liquidations": 0.0, "capital": 0.05,
                       "fund_es": 0.0, "fund_es_level": 0.99,
                       "exceed_budget": None, "exceed_probability": 0.001, "exceed_weight": 0.0,
@@ -91,6 +105,8 @@ class LadderSpace(eqx.Module):
                 raise ValueError(f"calibration.tune: unknown parameter {k!r} (allowed: {', '.join(KNOBS)})")
         if "mmr" not in knobs:
             raise ValueError("calibration.tune: must include mmr")
+        if "fraction" in knobs and model.liquidation.mode != "fraction":
+            raise ValueError("calibration.tune: fraction needs liquidation.mode fraction")
         if "mark_window" in knobs and model.mark.kind == "index":
             raise ValueError("calibration.tune: mark_window needs an EMA mark (mark.kind ema or premium_ema)")
         if "fee_rate" in knobs and not (0 < max_fee_rate < 1 and float(model.liquidation.fee_rate) < max_fee_rate):
@@ -109,6 +125,9 @@ class LadderSpace(eqx.Module):
             theta["fee_rate"] = jnp.asarray(math.log(x / (1 - x)) if x > 0 else -20.0, dt)
         if "mark_window" in self.knobs:
             theta["mark_window"] = jnp.asarray(math.log(float(model.mark.window_seconds)), dt)
+        if "fraction" in self.knobs:
+            x = min(max(float(model.liquidation.fraction), 1e-6), 1 - 1e-6)
+            theta["fraction"] = jnp.asarray(math.log(x / (1 - x)), dt)
         return theta
 
     def apply(self, model: RiskModel, theta: dict) -> RiskModel:
@@ -118,6 +137,8 @@ class LadderSpace(eqx.Module):
             m = eqx.tree_at(lambda x: x.liquidation.fee_rate, m, self.max_fee_rate * jax.nn.sigmoid(theta["fee_rate"]))
         if "mark_window" in theta:
             m = eqx.tree_at(lambda x: x.mark.window_seconds, m, jnp.exp(theta["mark_window"]))
+        if "fraction" in theta:
+            m = eqx.tree_at(lambda x: x.liquidation.fraction, m, jax.nn.sigmoid(theta["fraction"]))
         return m
 
     def floors_of(self, theta: dict):
@@ -191,13 +212,14 @@ class _Soft(NamedTuple):
     fee: jax.Array
     notional: jax.Array
     slippage: jax.Array
+    size: jax.Array | None  # (positions,) expected open size (partial modes; None for full closes)
 
 
 def check_calibratable(model: RiskModel) -> None:
     liq = model.liquidation
-    if liq.mode != "full" or liq.adl or liq.backstop or liq.throttled or liq.delay or liq.bridge:
-        raise ValueError("calibration: the relaxed engine models full closes only (liquidation.mode: full, "
-                         "no adl, backstop, delay, throttle or bridge)")
+    if liq.adl or liq.backstop or liq.throttled or liq.delay or liq.bridge or liq.cooldown:
+        raise ValueError("calibration: the relaxed engine models liquidation without adl, backstop, delay, "
+                         "throttle, cooldown or bridge (their state depends on which paths liquidated)")
     sched = model.schedule
     if (model.breaker is not None or liq.depth.vol_elasticity or (sched is not None and sched.depth is not None)
             or (model.regimes is not None and bool(np.any(np.asarray(model.regimes.depth_factor) != 1)))):
@@ -217,33 +239,44 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
     h0 = initial_state(m, P, path_key)
     units = model.n_units
     z = jnp.zeros((units,), h0.collateral.dtype)
+    partial = liq.mode != "full"
     s0 = _Soft(h0.draws, h0.x, h0.v2, h0.index, h0.basis, h0.mark_state, h0.mark, h0.regime, h0.ref,
-               h0.premium_sum, h0.collateral, jnp.ones_like(z), z, z, z, z)
+               h0.premium_sum, h0.collateral, jnp.ones_like(z), z, z, z, z, P.size if partial else None)
     spec = _draw_spec(model)
     all_units = jnp.ones((units,), bool)
     notional_floor = jnp.asarray(1.0, z.dtype)
 
     def step(s: _Soft, t):
         d = R.split(s.draws, spec)
-        mk = _market_step(m, P, d, s, t, P.size)
+        size = s.size if partial else P.size
+        mk = _market_step(m, P, d, s, t, size)
         collateral = s.collateral - mk.payment
-        equity, mm, _ = _margin(m, P, P.size, mk.mark, collateral)
+        equity, mm, _ = _margin(m, P, size, mk.mark, collateral)
         mark_p = mk.mark[P.asset]
-        notional = jnp.maximum(P.unit_sum(jnp.abs(P.size) * mark_p), notional_floor)
+        notional = jnp.maximum(P.unit_sum(jnp.abs(P.size) * mark_p), notional_floor)  # the hazard's scale
         h = jax.nn.sigmoid(-(equity - mm) / (temperature * notional))
         if liq.check_every > 1:
             h = jnp.where(t % liq.check_every == 0, h, 0.0)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
-        f = liq.execute(all_units, collateral, P.size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, ladder)
+        f = liq.execute(all_units, collateral, size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, m.ladder)
+        nxt = (_draw(m, path_key, t + 1), mk.x, mk.v2, mk.index, mk.basis, mk.mark_state, mk.mark, mk.regime,
+               mk.ref, mk.premium_sum)
+        if partial:
+            # Mean-field state: the unit keeps the expected size and collateral after a liquidation
+            # with probability h (exact as tau -> 0, where h is 0 or 1), and the sums grow by h x the
+            # liquidation's bad debt, fee, notional and slippage.
+            return _Soft(*nxt, collateral + h * (f.collateral - collateral), s.survival * (1.0 - h),
+                         s.bad_debt + h * f.bad_debt, s.fee + h * f.fee, s.notional + h * f.notional,
+                         s.slippage + h * f.slippage, size + h[P.unit] * (f.size - size))
+        # Full close: the survival-weighted first passage (the unit does not exist after it).
         p = s.survival * h
-        return _Soft(_draw(m, path_key, t + 1), mk.x, mk.v2, mk.index, mk.basis, mk.mark_state, mk.mark, mk.regime,
-                     mk.ref, mk.premium_sum, collateral, s.survival * (1.0 - h), s.bad_debt + p * f.bad_debt,
-                     s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage)
+        return _Soft(*nxt, collateral, s.survival * (1.0 - h), s.bad_debt + p * f.bad_debt,
+                     s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage, None)
 
     n = model.grid.n_steps
     if block_steps == 0:  # no checkpointing: reverse mode keeps every step's intermediates
         s = jax.lax.scan(lambda c, t: (step(c, t), None), s0, jnp.arange(1, n + 1, dtype=jnp.int32))[0]
-        return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage)
+        return _outcome(s)
     block = max(1, min(block_steps, n))
     n_blocks, rest = divmod(n, block)
 
@@ -256,6 +289,10 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
     if rest:
         s = jax.lax.scan(lambda c, t: (jax.checkpoint(step)(c, t), None), s,
                          jnp.arange(1 + n_blocks * block, n + 1, dtype=jnp.int32))[0]
+    return _outcome(s)
+
+
+def _outcome(s: _Soft) -> SoftOutcome:
     return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage)
 
 
@@ -425,6 +462,8 @@ def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, nam
             row["fee_rate"] = float(cur.liquidation.fee_rate)
         if "mark_window" in theta:
             row["mark_window_seconds"] = float(cur.mark.window_seconds)
+        if "fraction" in theta:
+            row["fraction"] = float(cur.liquidation.fraction)
         history.append(row)
         if float(j) < best["objective"] - cfg["tolerance"] * abs(best["objective"]) or best["it"] < 0:
             best = {"it": it, "objective": float(j), "theta": _tolist(theta)}
@@ -526,6 +565,8 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
         new_cfg.setdefault("liquidation", {})["fee_rate"] = float(tuned_model.liquidation.fee_rate)
     if "mark_window" in theta:
         new_cfg.setdefault("mark", {})["window_seconds"] = float(tuned_model.mark.window_seconds)
+    if "fraction" in theta:
+        new_cfg.setdefault("liquidation", {})["fraction"] = float(tuned_model.liquidation.fraction)
     # the hard engine on fresh paths (another seed), before and after
     eval_over = {"paths": cal["eval_paths"], "seed": seed + 1_000_003}
     before = run({**cfg, **eval_over})

@@ -88,7 +88,9 @@ class DepthModel(eqx.Module):
         depth, spread = (self.depth_usd, self.spread) if asset is None else (self.depth_usd[asset], self.spread[asset])
         if factor is not None:
             depth = depth * factor
-        q = jnp.abs(notional) / depth
+        # q floored at 1e-30: the same value to 1e-15 of d0 (and its cost is zero there), but a finite
+        # derivative at an empty order, so gradients through the calibration's relaxed engine stay finite.
+        q = jnp.maximum(jnp.abs(notional) / depth, 1e-30)
         reach = self.depth_distance * (jnp.sqrt(q) if self.exponent == 0.5 else q**self.exponent)
         return 0.5 * spread + reach / (1.0 + self.exponent) + self.forced_cost
 
