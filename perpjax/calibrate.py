@@ -34,11 +34,10 @@ mean-field state: with probability ``h_t`` the unit moves to the state after the
 ``h_t x`` its bad debt, fee, notional and slippage; as ``tau -> 0`` (``h`` in {0, 1}) this is the
 hard engine path by path (tested for all three modes). The ``fraction`` parameter gets a gradient;
 the switch to a full close when a partial fill would be bankrupt is not relaxed (the objective
-jumps there), and ``buffer``'s cut comes from a bisection, piecewise constant in the buffer, so
-the buffer gets no gradient. For the same reason the objective's fairness term is the liquidation
-cost to traders (``trader_cost``: slippage + fee) rather than the over-liquidated notional of
-``Liquidation.fairness``: the minimal close behind it is a bisection, whose pathwise gradient
-misses its jumps (measured: it disagrees with finite differences at every step size).
+jumps there). ``buffer``'s cut, and the minimal close behind the fairness terms
+(``over_liquidation``, ``excess_cost``), come from a bisection, piecewise constant in the
+parameters; the relaxed engine gives them the exact root's gradient by the implicit function
+theorem (``Liquidation.implicit_grad``), so the buffer and the fairness terms are tuned too.
 
 **Scope**: no ADL, backstop, delay, throttle, cooldown or bridge, no depth decay, bursts or
 circuit breaker, no cascade feedback or funding crowding: their state depends on which paths
@@ -72,9 +71,9 @@ DEFAULTS = {
     "patience": 25, "tolerance": 1e-4, "block_steps": 60, "eval_paths": 20000, "seed": None,
     "tune": ["mmr"], "max_fee_rate": 0.05, "chunk_paths": 0, "objective": {},
 }
-KNOBS = ("mmr", "floors", "fee_rate", "mark_window", "fraction")
+KNOBS = ("mmr", "floors", "fee_rate", "mark_window", "fraction", "buffer")
 OBJECTIVE_DEFAULTS = {"bad_debt": 1.0, "trader_cost": 0.0, "liquidations": 0.0, "capital": 0.05,
-                      "fund_es": 0.0, "fund_es_level": 0.99,
+                      "fund_es": 0.0, "fund_es_level": 0.99, "over_liquidation": 0.0, "excess_cost": 0.0,
                       "exceed_budget": None, "exceed_probability": 0.001, "exceed_weight": 0.0,
                       "exceed_temperature": 0.1}
 
@@ -105,6 +104,8 @@ class LadderSpace(eqx.Module):
                 raise ValueError(f"calibration.tune: unknown parameter {k!r} (allowed: {', '.join(KNOBS)})")
         if "mmr" not in knobs:
             raise ValueError("calibration.tune: must include mmr")
+        if "buffer" in knobs and model.liquidation.mode != "buffer":
+            raise ValueError("calibration.tune: buffer needs liquidation.mode buffer")
         if "fraction" in knobs and model.liquidation.mode != "fraction":
             raise ValueError("calibration.tune: fraction needs liquidation.mode fraction")
         if "mark_window" in knobs and model.mark.kind == "index":
@@ -125,6 +126,8 @@ class LadderSpace(eqx.Module):
             theta["fee_rate"] = jnp.asarray(math.log(x / (1 - x)) if x > 0 else -20.0, dt)
         if "mark_window" in self.knobs:
             theta["mark_window"] = jnp.asarray(math.log(float(model.mark.window_seconds)), dt)
+        if "buffer" in self.knobs:
+            theta["buffer"] = jnp.asarray(math.log(max(float(model.liquidation.buffer), 1e-6)), dt)
         if "fraction" in self.knobs:
             x = min(max(float(model.liquidation.fraction), 1e-6), 1 - 1e-6)
             theta["fraction"] = jnp.asarray(math.log(x / (1 - x)), dt)
@@ -139,6 +142,8 @@ class LadderSpace(eqx.Module):
             m = eqx.tree_at(lambda x: x.mark.window_seconds, m, jnp.exp(theta["mark_window"]))
         if "fraction" in theta:
             m = eqx.tree_at(lambda x: x.liquidation.fraction, m, jax.nn.sigmoid(theta["fraction"]))
+        if "buffer" in theta:
+            m = eqx.tree_at(lambda x: x.liquidation.buffer, m, jnp.exp(theta["buffer"]))
         return m
 
     def floors_of(self, theta: dict):
@@ -193,6 +198,8 @@ class SoftOutcome(NamedTuple):
     fee: jax.Array
     notional: jax.Array
     slippage: jax.Array
+    over_notional: jax.Array  # notional closed beyond the minimum that restores MM (fairness on)
+    excess_cost: jax.Array  # slippage + fee beyond the minimum close's (fairness on)
 
 
 class _Soft(NamedTuple):
@@ -212,6 +219,8 @@ class _Soft(NamedTuple):
     fee: jax.Array
     notional: jax.Array
     slippage: jax.Array
+    over_notional: jax.Array
+    excess_cost: jax.Array
     size: jax.Array | None  # (positions,) expected open size (partial modes; None for full closes)
 
 
@@ -241,7 +250,7 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
     z = jnp.zeros((units,), h0.collateral.dtype)
     partial = liq.mode != "full"
     s0 = _Soft(h0.draws, h0.x, h0.v2, h0.index, h0.basis, h0.mark_state, h0.mark, h0.regime, h0.ref,
-               h0.premium_sum, h0.collateral, jnp.ones_like(z), z, z, z, z, P.size if partial else None)
+               h0.premium_sum, h0.collateral, jnp.ones_like(z), z, z, z, z, z, z, P.size if partial else None)
     spec = _draw_spec(model)
     all_units = jnp.ones((units,), bool)
     notional_floor = jnp.asarray(1.0, z.dtype)
@@ -267,11 +276,13 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
             # liquidation's bad debt, fee, notional and slippage.
             return _Soft(*nxt, collateral + h * (f.collateral - collateral), s.survival * (1.0 - h),
                          s.bad_debt + h * f.bad_debt, s.fee + h * f.fee, s.notional + h * f.notional,
-                         s.slippage + h * f.slippage, size + h[P.unit] * (f.size - size))
+                         s.slippage + h * f.slippage, s.over_notional + h * f.over_notional,
+                         s.excess_cost + h * f.excess_cost, size + h[P.unit] * (f.size - size))
         # Full close: the survival-weighted first passage (the unit does not exist after it).
         p = s.survival * h
         return _Soft(*nxt, collateral, s.survival * (1.0 - h), s.bad_debt + p * f.bad_debt,
-                     s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage, None)
+                     s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage,
+                     s.over_notional + p * f.over_notional, s.excess_cost + p * f.excess_cost, None)
 
     n = model.grid.n_steps
     if block_steps == 0:  # no checkpointing: reverse mode keeps every step's intermediates
@@ -293,7 +304,7 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
 
 
 def _outcome(s: _Soft) -> SoftOutcome:
-    return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage)
+    return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage, s.over_notional, s.excess_cost)
 
 
 def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60):
@@ -311,6 +322,8 @@ class Terms(NamedTuple):
     capital: jax.Array  # maintenance margin required at t = 0 / book notional
     exceed: jax.Array  # smoothed P(fund loss > budget)
     fund_es: jax.Array  # expected shortfall of the fund's loss over paths at fund_es_level / book notional
+    over_liquidation: jax.Array  # expected notional liquidated beyond the minimum that restores MM / book
+    excess_cost: jax.Array  # expected liquidation cost beyond the minimum close's / book notional
 
 
 def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dict) -> Terms:
@@ -330,20 +343,34 @@ def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dic
     return Terms(bad_debt=jnp.mean(jnp.sum(out.bad_debt, -1)) / book,
                  trader_cost=jnp.mean(jnp.sum(out.slippage + out.fee, -1)) / book,
                  liquidations=jnp.mean(jnp.sum(out.p_liq, -1)), capital=mm0 / book, exceed=exceed,
-                 fund_es=es / book)
+                 fund_es=es / book, over_liquidation=jnp.mean(jnp.sum(out.over_notional, -1)) / book,
+                 excess_cost=jnp.mean(jnp.sum(out.excess_cost, -1)) / book)
 
 
 def objective(terms: Terms, obj: dict):
     j = obj["bad_debt"] * terms.bad_debt + obj["trader_cost"] * terms.trader_cost + \
-        obj["liquidations"] * terms.liquidations + obj["capital"] * terms.capital + obj["fund_es"] * terms.fund_es
+        obj["liquidations"] * terms.liquidations + obj["capital"] * terms.capital + \
+        obj["fund_es"] * terms.fund_es + obj["over_liquidation"] * terms.over_liquidation + \
+        obj["excess_cost"] * terms.excess_cost
     if obj.get("exceed_budget") is not None and obj["exceed_weight"]:
         eps = obj["exceed_probability"]
         j = j + obj["exceed_weight"] * jnp.maximum(terms.exceed - eps, 0.0) / eps
     return j
 
 
+def _prepared(model: RiskModel, obj: dict) -> RiskModel:
+    """The model as the relaxed engine runs it: minimal cuts (``buffer`` mode, fairness) carry the
+    implicit-function gradient of their exact root, and the fairness terms switch fairness on."""
+    import dataclasses
+
+    fair = bool(obj["over_liquidation"] or obj["excess_cost"]) or model.liquidation.fairness
+    liq = dataclasses.replace(model.liquidation, fairness=fair, implicit_grad=True)
+    return eqx.tree_at(lambda m: m.liquidation, model, liq)
+
+
 def make_loss(model: RiskModel, space: LadderSpace, obj: dict, temperature: float, paths: int, block_steps: int):
     """loss(theta, key, start) -> (objective, Terms), differentiable in theta."""
+    model = _prepared(model, obj)
 
     def loss(theta, key, start):
         m = space.apply(model, theta if isinstance(theta, dict) else {"mmr": theta})
@@ -464,6 +491,8 @@ def calibrate(model: RiskModel, space: LadderSpace, cfg: dict, *, seed: int, nam
             row["mark_window_seconds"] = float(cur.mark.window_seconds)
         if "fraction" in theta:
             row["fraction"] = float(cur.liquidation.fraction)
+        if "buffer" in theta:
+            row["buffer"] = float(cur.liquidation.buffer)
         history.append(row)
         if float(j) < best["objective"] - cfg["tolerance"] * abs(best["objective"]) or best["it"] < 0:
             best = {"it": it, "objective": float(j), "theta": _tolist(theta)}
@@ -500,6 +529,8 @@ def _chunked_value_and_grad(model, space, obj, cfg, key, chunk: int, n_chunks: i
     if obj["fund_es"]:
         raise ValueError("calibration.chunk_paths: the fund ES term ranks all paths together; "
                          "use one chunk (chunk_paths: 0) with objective.fund_es")
+
+    model = _prepared(model, obj)
 
     def chunk_terms(theta, start):
         m = space.apply(model, theta)
@@ -567,6 +598,8 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
         new_cfg.setdefault("mark", {})["window_seconds"] = float(tuned_model.mark.window_seconds)
     if "fraction" in theta:
         new_cfg.setdefault("liquidation", {})["fraction"] = float(tuned_model.liquidation.fraction)
+    if "buffer" in theta:
+        new_cfg.setdefault("liquidation", {})["buffer"] = float(tuned_model.liquidation.buffer)
     # the hard engine on fresh paths (another seed), before and after
     eval_over = {"paths": cal["eval_paths"], "seed": seed + 1_000_003}
     before = run({**cfg, **eval_over})

@@ -744,7 +744,8 @@ def resolve_calibration(c: dict) -> dict:
             if a not in names:
                 raise ConfigError(f"calibration.assets: unknown asset {a!r} (assets: {', '.join(names)})")
     ob = cal["objective"]
-    for k in ("bad_debt", "trader_cost", "liquidations", "capital", "exceed_weight", "fund_es"):
+    for k in ("bad_debt", "trader_cost", "liquidations", "capital", "exceed_weight", "fund_es", "over_liquidation",
+              "excess_cost"):
         if not (_kind_ok(ob[k], NUM) and ob[k] >= 0):
             raise ConfigError(f"calibration.objective.{k}: must be a weight >= 0 (got {ob[k]!r})")
     if ob["exceed_budget"] is not None and not (_kind_ok(ob["exceed_budget"], NUM) and ob["exceed_budget"] > 0):
