@@ -62,8 +62,12 @@ def cover_bad_debt(bad, balance, *, adl: bool, bankrupt, size_before, size, coll
     if not adl:
         return Cover(fund_paid, jnp.zeros_like(collateral), size, collateral, rest)
     # Side of the bankrupt flow per asset; opposite, profitable positions of solvent units can be charged.
-    net = jnp.where(bankrupt[unit], size_before, 0.0) @ asset_onehot  # (assets,)
-    opposite = (size * (asset_onehot @ net) < 0) & ~bankrupt[unit]
+    from .liquidation import _spreader
+
+    unit = _spreader(unit)
+    hi = jax.lax.Precision.HIGHEST
+    net = jnp.matmul(jnp.where(unit(bankrupt), size_before, 0.0), asset_onehot, precision=hi)  # (assets,)
+    opposite = (size * jnp.matmul(asset_onehot, net, precision=hi) < 0) & ~unit(bankrupt)
     pnl = size * (mark - entry)
     profit = jnp.where(opposite, jnp.maximum(pnl, 0.0), 0.0)
     cap = unit_sum(profit)
@@ -73,7 +77,7 @@ def cover_bad_debt(bad, balance, *, adl: bool, bankrupt, size_before, size, coll
     score = jnp.where(cap > 0, (cap / safe) * (notional / safe), -jnp.inf)
     before = _capacity_ranked_ahead(score, cap)
     charge = jnp.clip(rest - before, 0.0, cap)
-    hit = (charge > 0)[unit] & opposite
+    hit = unit(charge > 0) & opposite
     realized = unit_sum(jnp.where(hit, pnl, 0.0))
     new_size = jnp.where(hit, 0.0, size)
     # What ADL cannot cover: the shortfall beyond all counterparties' capacity (no rounding residue).

@@ -224,12 +224,14 @@ class Liquidation(eqx.Module):
             collateral: (units,) USD, funding applied.
             size, entry: (positions,) open size and entry price.
             mid, mark: (positions,) perp mid and mark of each position's asset.
-            asset, unit: (positions,) indices; ``unit_sum`` maps (positions,) to (units,).
+            asset: (positions,) indices; unit: (positions,) unit index of each position, or a function
+                mapping (units,) to (positions,); ``unit_sum`` maps (positions,) to (units,).
             ladder: the ``margin.Ladder`` (tier floors for ``tier_step``, MM for ``buffer``).
             dfac: (positions,) depth factor (vol-driven decay), or None.
             scale: () throttle factor in (0, 1] on every non-bankrupt close this step, or None.
         """
-        trig_p = trigger[unit]
+        unit = _spreader(unit)
+        trig_p = unit(trigger)
         ctx = (collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac)
         if self.mode == "full" and scale is None:
             go_full = trigger
@@ -243,7 +245,7 @@ class Liquidation(eqx.Module):
             # Bankrupt at the partial fill, or nothing left: close in full instead.
             left_any = unit_sum(jnp.abs(size - q_part)) > 0
             go_full = trigger & ((part[1] < 0) | ~left_any)
-            q = jnp.where(go_full[unit], size, q_part)
+            q = jnp.where(unit(go_full), size, q_part)
         new_size, eq_after, notional, slip_cost, basis_gain, realized = self._settle(
             q, collateral, size, entry, mid, mark, asset, unit_sum, dfac)
         # eq_after: equity at mark after the fill (remaining positions at mark), before fee.
@@ -254,7 +256,7 @@ class Liquidation(eqx.Module):
         over, excess = z, z
         if self.fairness:
             f_min = self._min_fraction(*ctx, buffer=0.0)
-            q_min = jnp.where(trig_p, size * f_min[unit], 0.0)
+            q_min = jnp.where(trig_p, size * unit(f_min), 0.0)
             _, _, n_min, slip_min, _, _ = self._settle(q_min, collateral, size, entry, mid, mark, asset, unit_sum,
                                                        dfac)
             over = jnp.maximum(notional - n_min, 0.0)
@@ -286,13 +288,13 @@ class Liquidation(eqx.Module):
             return jnp.where(floor_k > 0, 1.0 - floor_k / jnp.maximum(notional, 1e-30), 1.0)
         f = self._min_fraction(collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac,
                                buffer=self.buffer)
-        return f[unit]
+        return unit(f)
 
     def _min_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac, *, buffer):
         """Per unit, the smallest pro-rata fraction f with
         equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest) (bisection, rounded up)."""
         def margin(f_u):  # health after cutting every position of the unit by f: >= 0 is healthy
-            q = size * f_u[unit]
+            q = size * unit(f_u)
             fill, _ = self._fill(q, mid, asset, dfac)
             rest = size - q
             eq = (collateral + unit_sum(q * (fill - entry)) + unit_sum(rest * (mark - entry))
@@ -314,6 +316,14 @@ class Liquidation(eqx.Module):
         inside = (lo > 0) & (hi < 1) & (slope > 0)  # a root inside (0, 1): else the cut is pinned at a bound
         step = (g_hi - jax.lax.stop_gradient(g_hi)) / jnp.where(inside, slope, 1.0)
         return hi - jnp.where(inside, step, 0.0)
+
+
+def _spreader(unit):
+    """``unit`` as a function (units,) -> (positions,): the engine passes a 0/1 product
+    (``_Positions.at_unit``); an index array (tests, small callers) becomes a gather."""
+    if callable(unit):
+        return unit
+    return lambda x: x[unit]
 
 
 def bridge_cross_probability(gap0, gap1, variance):
