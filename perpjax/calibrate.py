@@ -417,10 +417,6 @@ def check_ladder(ladder: Ladder, space: LadderSpace) -> None:
         raise AssertionError("calibration: a rate left its bounds")
 
 
-class History(NamedTuple):
-    rows: list
-
-
 def _save(path: Path, fingerprint: str, it: int, theta, opt_state, history: list, best) -> None:
     from .io import atomic_write_npz
 

@@ -557,39 +557,25 @@ def _price_step(model: RiskModel, d: dict, s, stress, t, dt):
     return s.x + r, v2
 
 
-class _PriceState(NamedTuple):
-    x: jax.Array
-    v2: jax.Array | None
-    regime: jax.Array | None
-    ref: jax.Array | None
-
-
 @eqx.filter_jit
 def price_returns(model: RiskModel, key, start, count: int) -> jax.Array:
     """Per-step exogenous log returns, (count, steps, assets), of paths ``start .. start+count-1``:
-    the same price step (and draws) as ``simulate``, with its GARCH, regimes and schedule, but no
-    book and so no feedback. For checking the fitted market against data (``fit``) and for users."""
-    s0 = model.prices.s0
+    the market step of ``simulate`` (``_market_step``, same draws, GARCH, regimes and schedule) with
+    the book held fixed, so no feedback. For checking the fitted market against data (``fit``)."""
+    P = _positions(model)
     spec = _draw_spec(model)
 
     def path(pkey):
-        def step(c, t):
-            d = R.split(_draw(model, pkey, t), spec)
-            stress = c.regime
-            if model.schedule is not None and model.schedule.stress is not None:
-                forced = model.schedule.stress[t - 1]
-                stress = forced if stress is None else stress | forced
-            x, v2 = _price_step(model, d, c, stress, t, model.grid.dt_years)
-            regime, ref = c.regime, c.ref
-            if model.regimes is not None:
-                u = d[R.REGIME][0] if model.regimes.switch == "markov" else None
-                regime, ref = model.regimes.next(c.regime, u, jnp.mean(x - jnp.log(s0)), c.ref)
-            return _PriceState(x, v2, regime, ref), x - c.x
+        h = initial_state(model, P, pkey)
+        z = jnp.zeros((P.n_units,), h.collateral.dtype)
+        m0 = _Market(h.x, h.v2, jnp.exp(h.x), h.index, h.basis, h.mark_state, h.mark, h.regime, h.regime, h.ref,
+                     h.premium_sum, z)
 
-        c0 = _PriceState(jnp.log(s0), None if model.garch is None else jnp.ones_like(s0),
-                         None if model.regimes is None else jnp.zeros((), bool),
-                         None if model.regimes is None else jnp.zeros((), s0.dtype))
-        return jax.lax.scan(step, c0, jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32))[1]
+        def step(m, t):
+            mk = _market_step(model, P, R.split(_draw(model, pkey, t), spec), m, t, P.size)
+            return mk, mk.x - m.x
+
+        return jax.lax.scan(step, m0, jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32))[1]
 
     return jax.vmap(path)(R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32)))
 
