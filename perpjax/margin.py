@@ -112,10 +112,17 @@ class Ladder(eqx.Module):
         naming each position's ladder.
         """
         mmr, cum = (self.mmr, self.cum) if asset is None else (self.mmr[asset], self.cum[asset])
-        lines = notional[..., None] * mmr - cum
-        mm = jnp.max(lines, axis=-1)
+        # Max over the tiers' lines, unrolled: a reduction over a short minor axis does not vectorise
+        # on CPU; a chain of elementwise maxima does (same values: max is exact).
+        lines = [notional * mmr[..., k] - cum[..., k] for k in range(mmr.shape[-1])]
+        mm = lines[0]
+        for line in lines[1:]:
+            mm = jnp.maximum(mm, line)
         # Slope of the active line; ties (at a floor) take the higher rate.
-        return mm, jnp.max(jnp.where(lines >= mm[..., None], mmr, 0.0), axis=-1)
+        rate = jnp.zeros_like(mm)
+        for k, line in enumerate(lines):
+            rate = jnp.maximum(rate, jnp.where(line >= mm, mmr[..., k], 0.0))
+        return mm, rate
 
     def tier_index(self, notional):
         """Index of the tier containing ``notional`` (numpy; for reports)."""
