@@ -86,29 +86,87 @@ def _to_normal(u):
     return math.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * u - 1.0)
 
 
-def _draw_rows(k0, k1, t, spec, dtype):
-    """``draw`` for B paths with the paths on the last axis: key words ``k0, k1`` (B,), ``t`` () or
-    (1, B) -> (sum n, B).
+def _unit(w, extra, dtype):
+    """Uniform in (0, 1) from a word ``w`` (and, for float64, a shadow word ``extra``).
 
-    float32: 23 random bits per uniform, (k + 1/2) 2^-23. float64: the same 23 bits followed by 29
-    from a shadow stream (counter + 64 << 24), so float64 refines float32 path by path."""
-    counters, take = _stream_plan(spec)
+    float32: 23 random bits, (k + 1/2) 2^-23. float64: the same 23 bits followed by 29 from the
+    shadow stream (counter + 64 << 24), so a float64 run refines the float32 run path by path."""
+    k = w >> np.uint32(9)
+    if jnp.dtype(dtype) == jnp.float64:
+        return (k.astype(jnp.float64) * 2.0**29 + (extra >> np.uint32(3)).astype(jnp.float64) + 0.5) * 2.0**-52
+    return (k.astype(jnp.float32) + 0.5) * np.float32(2.0**-23)
+
+
+_SHADOW = np.uint32(64) << np.uint32(24)
+
+
+def _rows_threefry(k0, k1, t, counters, dtype):
+    """Threefry words (and float64 shadow words) of ``counters`` for B paths: (m, B) each."""
     c = jnp.asarray(counters, jnp.uint32)[:, None]
     tt = jnp.asarray(t, jnp.uint32)
     a, b = threefry2x32(k0[None, :], k1[None, :], tt, c)
+    if jnp.dtype(dtype) != jnp.float64:
+        return (a, None), (b, None)
+    sa, sb = threefry2x32(k0[None, :], k1[None, :], tt, c + _SHADOW)
+    return (a, sa), (b, sb)
+
+
+def _draw_rows(k0, k1, t, spec, dtype):
+    """``draw`` for B paths with the paths on the last axis: key words ``k0, k1`` (B,), ``t`` () or
+    (1, B) -> (sum n, B)."""
+    counters, take = _stream_plan(spec)
     m = len(counters)
-    w = jnp.concatenate([a[i:i + 1] if i < m else b[i - m:i - m + 1] for i in take])
-    if jnp.dtype(dtype) == jnp.float64:
-        sa, sb = threefry2x32(k0[None, :], k1[None, :], tt, c + (np.uint32(64) << np.uint32(24)))
-        extra = jnp.concatenate([sa[i:i + 1] if i < m else sb[i - m:i - m + 1] for i in take]) >> np.uint32(3)
-        u = ((w >> np.uint32(9)).astype(jnp.float64) * 2.0**29 + extra.astype(jnp.float64) + 0.5) * 2.0**-52
-    else:
-        u = ((w >> np.uint32(9)).astype(jnp.float32) + 0.5) * np.float32(2.0**-23)
+    halves = _rows_threefry(k0, k1, t, counters, dtype)
+
+    def row(i):
+        w, sw = halves[i // m]
+        r = i % m
+        return w[r:r + 1], None if sw is None else sw[r:r + 1]
+
+    picked = [row(int(i)) for i in take]
+    w = jnp.concatenate([x for x, _ in picked])
+    extra = None if halves[0][1] is None else jnp.concatenate([x for _, x in picked])
+    u = _unit(w, extra, dtype)
     rows, off = [], 0
     for _, n, kind in spec:
         rows.append(_to_normal(u[off:off + n]) if kind == "normal" else u[off:off + n])
         off += n
     return jnp.concatenate(rows)
+
+
+def _draw_cols(k0, k1, t, spec, dtype):
+    """``draw`` for B paths, paths first, (B, sum n): the words are computed paths-last in four
+    blocks (Threefry half x normal/uniform), each block is converted on its own (no concatenation
+    inside the heavy loop) and placed by an exact 0/1 product (full precision)."""
+    counters, take = _stream_plan(spec)
+    m, n = len(counters), len(take)
+    normal = np.concatenate([np.full(k, kind == "normal") for _, k, kind in spec])
+    row_normal = np.zeros(m, bool)
+    row_normal[take % m] = normal  # a counter serves one stream, so one kind
+    order = np.concatenate([np.nonzero(row_normal)[0], np.nonzero(~row_normal)[0]])
+    at = np.empty(m, int)
+    at[order] = np.arange(m)
+    n_normal_rows = int(row_normal.sum())
+    out = jnp.zeros((k0.shape[0], n), dtype)
+    for half, (w, sw) in enumerate(_rows_threefry(k0, k1, t, counters[order], dtype)):
+        for is_normal, lo, hi in ((True, 0, n_normal_rows), (False, n_normal_rows, m)):
+            place = np.zeros((hi - lo, n), dtype)
+            for j, i in enumerate(take):
+                if i // m == half and row_normal[i % m] == is_normal:
+                    place[at[i % m] - lo, j] = 1.0
+            if not place.any():
+                continue
+            u = _unit(w[lo:hi], None if sw is None else sw[lo:hi], dtype)
+            v = _to_normal(u) if is_normal else u
+            out = out + jax.lax.dot_general(v, jnp.asarray(place), (((0,), (0,)), ((), ())),
+                                            precision=jax.lax.Precision.HIGHEST)
+    return out
+
+
+# Up to this many draws per step, ``_draw_cols``; more, ``_draw_rows`` and one transpose (XLA:CPU,
+# measured: 1-account workload, 4 draws, 50 vs 88 ns per path-step; default book, 18 draws, 195 vs
+# 235 ns). Both give the same numbers bit for bit.
+PLACE_MAX_DRAWS = 8
 
 
 def draw(pkey, t, spec, dtype=jnp.float32):
@@ -118,12 +176,12 @@ def draw(pkey, t, spec, dtype=jnp.float32):
     "normal". Entry j of the result equals ``uniform``/``normal`` of that
     stream; use ``split`` to cut it.
 
-    Under ``vmap`` (the engine's chunk of paths) the draws are computed with the
-    paths on the last axis and transposed once (a ``custom_vmap`` rule): the
-    Threefry rounds then run along contiguous rows of paths and vectorise, where
-    vmap's paths-first layout (B, 18) did not and made XLA:CPU compute each
-    Threefry twice (once per output word). Same numbers; measured 290 -> 225 ns
-    per default path-step (2-core CPU, ``benchmarks/RESULTS.md``).
+    Under ``vmap`` (the engine's chunk of paths) the words are computed with the
+    paths on the last axis (a ``custom_vmap`` rule): the Threefry rounds then run
+    along contiguous rows of paths and vectorise, where vmap's paths-first layout
+    (B, 18) did not and made XLA:CPU evaluate each Threefry twice (once per output
+    word). Same numbers; default path-step 290 -> ~195 ns (2-core CPU,
+    ``benchmarks/RESULTS.md``).
     """
     @custom_vmap
     def one(pkey, t):
@@ -134,7 +192,11 @@ def draw(pkey, t, spec, dtype=jnp.float32):
         key_b, t_b = in_batched
         k0, k1 = (pkey[:, 0], pkey[:, 1]) if key_b else (jnp.broadcast_to(pkey[0], (axis_size,)),
                                                            jnp.broadcast_to(pkey[1], (axis_size,)))
-        return _draw_rows(k0, k1, t[None, :] if t_b else t, spec, dtype).T, True
+        tt = t[None, :] if t_b else t
+        n = sum(k for _, k, _ in spec)
+        if n <= PLACE_MAX_DRAWS:
+            return _draw_cols(k0, k1, tt, spec, dtype), True
+        return _draw_rows(k0, k1, tt, spec, dtype).T, True
 
     return one(pkey, t)
 
