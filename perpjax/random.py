@@ -183,6 +183,9 @@ def draw(pkey, t, spec, dtype=jnp.float32):
     word). Same numbers; default path-step 290 -> ~195 ns (2-core CPU,
     ``benchmarks/RESULTS.md``).
     """
+    if not spec:  # e.g. a replayed market with a static basis: nothing random this step
+        return jnp.zeros(jnp.shape(pkey)[:-1] + (0,), dtype)
+
     @custom_vmap
     def one(pkey, t):
         return _draw_rows(pkey[0:1], pkey[1:2], t, spec, dtype)[:, 0]

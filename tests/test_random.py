@@ -44,3 +44,9 @@ def test_batched_draws_equal_single_path_draws(spec, dtype):
         u64 = np.concatenate([d[s] for s, _, k in spec if k == "uniform"], axis=-1)
         u32 = np.concatenate([R.split(f32, spec)[s] for s, _, k in spec if k == "uniform"], axis=-1)
         assert np.max(np.abs(u64 - u32)) < 2.0**-24
+
+
+def test_empty_spec_draws_nothing():
+    keys = R.path_key(R.seed_key(3), jnp.arange(4, dtype=jnp.uint32))
+    assert R.draw(keys[0], jnp.int32(1), ()).shape == (0,)
+    assert jax.vmap(lambda k: R.draw(k, jnp.int32(1), ()))(keys).shape == (4, 0)

@@ -229,3 +229,28 @@ def test_replay_hourly_steps_are_the_closes():
     logp = replay_log_prices(DATA, ["ETHUSDT"], "2022-11-08", 2 * 86400, 3600)
     bars = load_bars(DATA, ["ETHUSDT"], parse_time("2022-11-08"), parse_time("2022-11-10"))["ETHUSDT"]
     np.testing.assert_array_equal(logp[:, 0], np.log(np.concatenate([bars[:1, 0], bars[:, 3]])))
+
+
+@needs_data
+def test_replay_with_static_basis_draws_nothing_and_every_path_is_the_replay():
+    """A replay whose basis is static has no random input at all: the run works (it once failed
+    building an empty draw) and every path is the same path, the data's."""
+    import jax.numpy as jnp
+
+    from perpjax.config import apply_scenario, build_model, load_config
+    from perpjax.engine import _draw_spec, simulate_chunk
+    from perpjax.random import seed_key
+
+    cfg = apply_scenario(load_config(None, ["basis.stationary_std=0", "time.horizon_seconds=21600"]),
+                         "replay_2022_11_08")
+    cfg.pop("cascade")  # no feedback: the true price is the replay itself
+    model = build_model(cfg)[0]
+    assert _draw_spec(model) == ()
+    out = simulate_chunk(model, seed_key(1), jnp.uint32(0), 5)
+    r = np.asarray(out.log_return)
+    np.testing.assert_array_equal(r, np.broadcast_to(r[0], r.shape))
+    # The replayed return over the horizon, summed in float64; the engine adds the same steps to a
+    # float32 log price near 12, so 360 steps carry at most 360 half-ulps (~1.7e-4) of rounding.
+    want = np.sum(np.asarray(model.schedule.log_return, np.float64), axis=0)
+    assert np.min(np.abs(want)) > 1e-2  # the window really moves every asset
+    np.testing.assert_allclose(r[0], want, rtol=0, atol=2e-4)
