@@ -22,11 +22,12 @@ import numpy as np
 
 from . import random as R
 from .guardrails import CircuitBreaker
-from .insurance import cover_bad_debt
-from .liquidation import Liquidation, bridge_cross_probability
+from .insurance import Cover, cover_bad_debt
+from .liquidation import Fills, Liquidation, bridge_cross_probability
 from .margin import Book, Ladder
 from .market import Basis, Funding, MarkPrice, Oracle
 from .paths import PriceModel, TimeGrid
+from .sparse import DEFAULT_CAPACITY, where_active
 from .stress import (
     CASCADE_EDGES,
     CascadeMonitor,
@@ -394,7 +395,28 @@ def _market_step(model: RiskModel, P: _Positions, d: dict, s, t, size) -> _Marke
                    payment)
 
 
-def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
+def _liquidate(o):
+    """Execute the triggered units' liquidations, then cover their bad debt (fund, then ADL)."""
+    liq, ladder, P, market, collateral, size, mid_p, mark_p, dfac, scale, fund0, fund = o
+    f = liq.execute(market, collateral, size, P.entry, mid_p, mark_p, P.asset, P.at_unit, P.unit_sum, ladder,
+                    dfac=dfac, scale=scale)
+    # The fund pays from its balance after this step's fees reach it.
+    c = cover_bad_debt(f.bad_debt, fund0 + (fund + jnp.sum(f.fee)), adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
+                       size_before=size, size=f.size, collateral=f.collateral, entry=P.entry, mark=mark_p,
+                       asset_onehot=P.asset_onehot(mark_p.dtype), unit=P.unit, unit_sum=P.unit_sum)
+    return f, c
+
+
+def _no_liquidation(o):
+    """What ``_liquidate`` returns when no unit executes (exactly: nothing moves)."""
+    _, _, _, market, collateral, size, *_ = o
+    z, z0 = jnp.zeros_like(collateral), jnp.zeros((), collateral.dtype)
+    return (Fills(size=size, collateral=collateral, fee=z, bad_debt=z, notional=z, slippage=z, basis=z,
+                  full=jnp.zeros_like(market), over_notional=z, excess_cost=z),
+            Cover(fund_paid=z0, charge=z, size=size, collateral=collateral, uncovered=z0))
+
+
+def _step(model: RiskModel, P: _Positions, path_key, s: _State, t, sparse: float = DEFAULT_CAPACITY):
     grid, liq, sched = model.grid, model.liquidation, model.schedule
     dt = grid.dt_years
     d = R.split(s.draws, _draw_spec(model))
@@ -469,19 +491,18 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t):
         want = jnp.sum(jnp.where(market, P.unit_sum(jnp.abs(size) * mark_p), 0.0))
         scale = jnp.minimum(1.0, liq.throttle / jnp.maximum(want, 1e-30))
         throttled = scale < 1.0
-    f = liq.execute(market, collateral, size, P.entry, P.at_asset(mid), mark_p, P.asset, P.at_unit, P.unit_sum,
-                    model.ladder, dfac=dfac, scale=scale)
+    # Forced execution and its cover run only on the paths that liquidate this step (``sparse.py``).
+    fund = V.fund
+    f, c = where_active(jnp.any(market), _liquidate, _no_liquidation,
+                        (liq, model.ladder, P, market, collateral, size, P.at_asset(mid), mark_p, dfac, scale,
+                         model.insurance_fund, fund), capacity=sparse)
     artefact = jnp.zeros_like(execute)
     if liq.fairness:
         # Liquidated while the account looked healthy: on the mark at execution (a delayed order after
         # a rebound) or on the index (the mark's smoothing lagged the recovery).
         eq_i, mm_i, _ = _margin(model, P, size_in, index, collateral)
         artefact = execute & ((gap >= 0) | (eq_i >= mm_i))
-    fund = V.fund + jnp.sum(f.fee)
-    c = cover_bad_debt(f.bad_debt, model.insurance_fund + fund, adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
-                       size_before=size, size=f.size, collateral=f.collateral, entry=P.entry, mark=mark_p,
-                       asset_onehot=P.asset_onehot(mark.dtype), unit=P.unit, unit_sum=P.unit_sum)
-    fund = fund - c.fund_paid
+    fund = fund + jnp.sum(f.fee) - c.fund_paid
     x_next, casc = x, s.cascade
     if model.cascade is not None:
         move = jnp.zeros_like(x)
@@ -580,12 +601,12 @@ def price_returns(model: RiskModel, key, start, count: int) -> jax.Array:
     return jax.vmap(path)(R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32)))
 
 
-def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome:
+def simulate_path(model: RiskModel, path_key, *, unroll: int = 1, sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
     """Simulate one path (vmap this over path keys)."""
     P = _positions(model)
     s0 = initial_state(model, P, path_key)
     ts = jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32)
-    s, _ = jax.lax.scan(lambda c, t: (_step(model, P, path_key, c, t), None), s0, ts, unroll=unroll)
+    s, _ = jax.lax.scan(lambda c, t: (_step(model, P, path_key, c, t, sparse), None), s0, ts, unroll=unroll)
     casc = None if s.cascade is None else cascade_finish(s.cascade)
     size_T = P.size * s.open[P.unit] if _simple_full(model.liquidation) else s.size
     equity_T = s.collateral + P.unit_sum(size_T * (s.mark[P.asset] - P.entry))
@@ -597,7 +618,8 @@ def simulate_path(model: RiskModel, path_key, *, unroll: int = 1) -> PathOutcome
 
 
 @eqx.filter_jit
-def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1) -> PathOutcome:
+def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
+                   sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
     """The jitted entry point: ``count`` paths starting at global path index ``start``.
 
     Args:
@@ -605,9 +627,11 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1)
         key: uint32[2] seed key (``random.seed_key(seed)``).
         start: index of the first path (uint32 scalar; a traced value, so chunks share one compile).
         count: number of paths (static).
+        sparse: largest share of the chunk's paths whose liquidations run compacted at a step
+            (``sparse.where_active``; 0 runs them densely). Results do not depend on it.
     """
     keys = R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32))
-    return jax.vmap(lambda k: simulate_path(model, k, unroll=unroll))(keys)
+    return jax.vmap(lambda k: simulate_path(model, k, unroll=unroll, sparse=sparse))(keys)
 
 
 UnitPaths = NamedTuple("UnitPaths", [(f, np.ndarray) for f in (
