@@ -397,8 +397,8 @@ def _market_step(model: RiskModel, P: _Positions, d: dict, s, t, size) -> _Marke
 
 def _liquidate(o):
     """Execute the triggered units' liquidations, then cover their bad debt (fund, then ADL)."""
-    liq, ladder, P, market, collateral, size, mid_p, mark_p, dfac, scale, fund0, fund = o
-    f = liq.execute(market, collateral, size, P.entry, mid_p, mark_p, P.asset, P.at_unit, P.unit_sum, ladder,
+    liq, ladder, P, market, collateral, size, mid, mark_p, dfac, scale, fund0, fund = o
+    f = liq.execute(market, collateral, size, P.entry, P.at_asset(mid), mark_p, P.asset, P.at_unit, P.unit_sum, ladder,
                     dfac=dfac, scale=scale)
     # The fund pays from its balance after this step's fees reach it.
     c = cover_bad_debt(f.bad_debt, fund0 + (fund + jnp.sum(f.fee)), adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
@@ -494,7 +494,7 @@ def _step(model: RiskModel, P: _Positions, path_key, s: _State, t, sparse: float
     # Forced execution and its cover run only on the paths that liquidate this step (``sparse.py``).
     fund = V.fund
     f, c = where_active(jnp.any(market), _liquidate, _no_liquidation,
-                        (liq, model.ladder, P, market, collateral, size, P.at_asset(mid), mark_p, dfac, scale,
+                        (liq, model.ladder, P, market, collateral, size, mid, mark_p, dfac, scale,
                          model.insurance_fund, fund), capacity=sparse)
     artefact = jnp.zeros_like(execute)
     if liq.fairness:

@@ -52,13 +52,13 @@ def test_skipping_a_path_is_exactly_executing_nothing(case):
     P = _positions(model)
     rng = np.random.default_rng(0)
     mark = model.prices.s0 * np.exp(rng.normal(0, 0.05, model.prices.n_assets)).astype(np.float32)
-    mid_p = P.at_asset(jnp.asarray(mark * 1.0002, jnp.float32))
+    mid = jnp.asarray(mark * 1.0002, jnp.float32)
     mark_p = P.at_asset(jnp.asarray(mark, jnp.float32))
     collateral = model.book.collateral * jnp.asarray(rng.uniform(0.2, 1.5, P.n_units), jnp.float32)
     size = P.size * jnp.asarray(rng.uniform(0.5, 1.0, len(P.unit)), jnp.float32)
     liq = model.liquidation
     scale = jnp.asarray(0.7, jnp.float32) if liq.throttled else None
-    o = (liq, model.ladder, P, jnp.zeros((P.n_units,), bool), collateral, size, mid_p, mark_p, None, scale,
+    o = (liq, model.ladder, P, jnp.zeros((P.n_units,), bool), collateral, size, mid, mark_p, None, scale,
          model.insurance_fund, jnp.asarray(-123.0, jnp.float32))
     for a, b in zip(_leaves(_liquidate(o)), _leaves(_no_liquidation(o)), strict=True):
         np.testing.assert_array_equal(a, b)
