@@ -61,21 +61,14 @@ import optax
 import pandas as pd
 
 from . import random as R
-from .engine import RiskModel, _draw, _draw_spec, _margin, _market_step, _positions, initial_state
+from . import schema
+from .engine import RiskModel, draw, draw_spec, initial_state, margin, market_step, positions
 from .margin import Ladder
 
-# config section ``calibration``: key -> (kind, default); checked by config.resolve_calibration
-DEFAULTS = {
-    "assets": "all", "min_mmr": 0.001, "max_mmr": 0.25, "temperature": 1e-4, "paths": 2000,
-    "iterations": 100, "learning_rate": 0.05, "clip_norm": 1.0, "resample": False, "checkpoint_every": 10,
-    "patience": 25, "tolerance": 1e-4, "block_steps": 60, "eval_paths": 20000, "seed": None,
-    "tune": ["mmr"], "max_fee_rate": 0.05, "chunk_paths": 0, "objective": {},
-}
-KNOBS = ("mmr", "floors", "fee_rate", "mark_window", "fraction", "buffer")
-OBJECTIVE_DEFAULTS = {"bad_debt": 1.0, "trader_cost": 0.0, "liquidations": 0.0, "capital": 0.05,
-                      "fund_es": 0.0, "fund_es_level": 0.99, "over_liquidation": 0.0, "excess_cost": 0.0,
-                      "exceed_budget": None, "exceed_probability": 0.001, "exceed_weight": 0.0,
-                      "exceed_temperature": 0.1}
+# config section ``calibration`` and its objective: defaults from the schema (``schema.Calibration``)
+KNOBS = schema.KNOBS
+DEFAULTS = schema.defaults(schema.Calibration)
+OBJECTIVE_DEFAULTS = schema.defaults(schema.Objective)
 
 
 class LadderSpace(eqx.Module):
@@ -242,7 +235,7 @@ def check_calibratable(model: RiskModel) -> None:
 
 def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_steps: int):
     """One path of the relaxed engine (vmap over path keys)."""
-    P = _positions(model)
+    P = positions(model)
     m = eqx.tree_at(lambda x: x.ladder, model, ladder)
     liq = model.liquidation
     h0 = initial_state(m, P, path_key)
@@ -251,16 +244,16 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
     partial = liq.mode != "full"
     s0 = _Soft(h0.draws, h0.x, h0.v2, h0.index, h0.basis, h0.mark_state, h0.mark, h0.regime, h0.ref,
                h0.premium_sum, h0.collateral, jnp.ones_like(z), z, z, z, z, z, z, P.size if partial else None)
-    spec = _draw_spec(model)
+    spec = draw_spec(model)
     all_units = jnp.ones((units,), bool)
     notional_floor = jnp.asarray(1.0, z.dtype)
 
     def step(s: _Soft, t):
         d = R.split(s.draws, spec)
         size = s.size if partial else P.size
-        mk = _market_step(m, P, d, s, t, size)
+        mk = market_step(m, P, d, s, t, size)
         collateral = s.collateral - mk.payment
-        equity, mm, _ = _margin(m, P, size, mk.mark, collateral)
+        equity, mm, _ = margin(m, P, size, mk.mark, collateral)
         mark_p = mk.mark[P.asset]
         notional = jnp.maximum(P.unit_sum(jnp.abs(P.size) * mark_p), notional_floor)  # the hazard's scale
         h = jax.nn.sigmoid(-(equity - mm) / (temperature * notional))
@@ -268,7 +261,7 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
             h = jnp.where(t % liq.check_every == 0, h, 0.0)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
         f = liq.execute(all_units, collateral, size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, m.ladder)
-        nxt = (_draw(m, path_key, t + 1), mk.x, mk.v2, mk.index, mk.basis, mk.mark_state, mk.mark, mk.regime,
+        nxt = (draw(m, path_key, t + 1), mk.x, mk.v2, mk.index, mk.basis, mk.mark_state, mk.mark, mk.regime,
                mk.ref, mk.premium_sum)
         if partial:
             # Mean-field state: the unit keeps the expected size and collateral after a liquidation
@@ -327,7 +320,7 @@ class Terms(NamedTuple):
 
 
 def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dict) -> Terms:
-    P = _positions(model)
+    P = positions(model)
     mark0 = model.prices.s0[P.asset]
     n0 = jnp.abs(P.size) * mark0
     book = jnp.maximum(jnp.sum(n0), 1.0)

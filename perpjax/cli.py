@@ -235,7 +235,7 @@ def _fit(a) -> int:
 
     import yaml
 
-    from . import fit, replay
+    from . import estimate, replay
     from .config import ConfigError, build_model, load_config
     from .io import atomic_write_text
 
@@ -245,14 +245,14 @@ def _fit(a) -> int:
         print(f"perpjax: input error: --names has {len(names)} names for {len(symbols)} symbols", file=sys.stderr)
         return 2
     try:
-        closes = fit.read_prices(a.csv if a.csv else replay.default_data_path())
-        res = fit.fit_market(closes, symbols, start=a.start, end=a.end)
-        cfg = fit.market_config(res, names, load_config(a.base))
+        closes = estimate.read_prices(a.csv if a.csv else replay.default_data_path())
+        res = estimate.fit_market(closes, symbols, start=a.start, end=a.end)
+        cfg = estimate.market_config(res, names, load_config(a.base))
         build_model(cfg)  # the written config must be valid as it stands
     except (ValueError, ConfigError) as e:
         print(f"perpjax: input error: {e}", file=sys.stderr)
         return 2
-    print(fit.summary_table(res).to_string(float_format=lambda x: f"{x:,.4g}"))
+    print(estimate.summary_table(res).to_string(float_format=lambda x: f"{x:,.4g}"))
     atomic_write_text(Path(a.out), "# written by `perpjax fit`; the market keys are fitted, the rest is the base "
                       "config\n" + yaml.safe_dump(cfg, sort_keys=False))
     print(f"\nwrote {a.out} (run it: perpjax simulate {a.out})")

@@ -25,144 +25,9 @@ from .liquidation import DepthModel, Liquidation
 from .margin import Book, BookLabels, Ladder, generate_book
 from .market import Basis, Funding, MarkPrice, Oracle
 from .paths import PriceModel, TimeGrid
+from . import schema
+from .schema import ConfigError as ConfigError
 from .venues import preset_ladder
-
-
-class ConfigError(ValueError):
-    """A config value breaks a rule; the message names the field."""
-
-
-NUM, INT, BOOL, STR, LIST, DICT, ANY = "number", "integer", "boolean", "string", "list", "mapping", "any"
-
-# key -> (kind, required, default)
-SCHEMA = {
-    "seed": (INT, False, 0),
-    "paths": (INT, False, 100_000),
-    "chunk_size": (ANY, False, "auto"),
-    "dtype": (STR, False, "float32"),
-    "time": (DICT, True, None),
-    "assets": (LIST, True, None),
-    "correlation": (LIST, True, None),
-    "innovations": (DICT, False, {}),
-    "jumps": (DICT, False, None),
-    "oracle": (DICT, False, {}),
-    "mark": (DICT, False, {}),
-    "basis": (DICT, False, {}),
-    "funding": (DICT, False, {}),
-    "ladders": (DICT, True, None),
-    "liquidation": (DICT, False, {}),
-    "insurance_fund": (NUM, False, 0.0),
-    "book": (DICT, True, None),
-    "guardrails": (DICT, False, {}),
-    "description": (STR, False, ""),
-    "cascade": (DICT, False, None),
-    "regimes": (DICT, False, None),
-    "garch": (DICT, False, None),
-    "events": (DICT, False, None),
-    "calibration": (DICT, False, None),
-}
-SECTIONS = {
-    "time": {"step_seconds": (NUM, True, None), "horizon_seconds": (NUM, True, None)},
-    "asset": {"name": (STR, True, None), "price": (NUM, True, None), "vol": (NUM, True, None),
-              "drift": (NUM, False, 0.0), "depth_usd": (NUM, True, None), "spread": (NUM, False, 0.0),
-              "basis_mean": (NUM, False, 0.0)},
-    "innovations": {"kind": (STR, False, "gaussian"), "nu": (NUM, False, 5.0)},
-    "jumps": {"intensity_per_year": (ANY, True, None), "mean": (ANY, True, None), "std": (ANY, True, None)},
-    "oracle": {"update_every_seconds": (NUM, False, None)},
-    "mark": {"kind": (STR, False, "index"), "window_seconds": (NUM, False, 150.0)},
-    "basis": {"stationary_std": (NUM, False, 0.0), "half_life_seconds": (NUM, False, 3600.0),
-              "crowding": (ANY, False, 0.0)},
-    "funding": {"enabled": (BOOL, False, True), "interval_seconds": (NUM, False, 28800.0),
-                "interest": (NUM, False, 1e-4), "clamp": (NUM, False, 5e-4), "cap": (NUM, False, 7.5e-3),
-                "quantum": (NUM, False, 0.0), "rounding": (STR, False, "nearest"), "price": (STR, False, "mark"),
-                "weighting": (STR, False, "linear"), "scale": (NUM, False, 1.0)},
-    "cascade": {"impact": (STR, False, "sqrt"), "permanent_fraction": (NUM, False, 0.5),
-                "impact_exponent": (NUM, False, None), "window_seconds": (NUM, False, 300.0)},
-    "regimes": {"stress_correlation": (LIST, True, None), "switch": (STR, False, "shock"),
-                "drawdown": (NUM, False, 0.05), "reference_halflife_seconds": (NUM, False, 21600.0),
-                "enter_rate_per_day": (NUM, False, 0.1), "exit_rate_per_day": (NUM, False, 4.0),
-                "vol_multiplier": (ANY, False, 1.0), "depth_factor": (ANY, False, 1.0)},
-    "garch": {"alpha": (ANY, True, None), "beta": (ANY, True, None), "fitted_seconds": (NUM, False, 3600.0)},
-    "events": {"shocks": (LIST, False, []), "depth_bursts": (LIST, False, []), "oracle_freezes": (LIST, False, []),
-               "stress_windows": (LIST, False, []), "replay": (DICT, False, None)},
-    "shock": {"assets": (ANY, False, "all"), "start_seconds": (NUM, True, None), "duration_seconds": (NUM, True, None),
-              "return": (NUM, True, None)},
-    "depth_burst": {"assets": (ANY, False, "all"), "start_seconds": (NUM, True, None),
-                    "duration_seconds": (NUM, True, None), "factor": (NUM, True, None)},
-    "window": {"start_seconds": (NUM, True, None), "duration_seconds": (NUM, True, None)},
-    "replay": {"start": (ANY, True, None), "symbols": (DICT, True, None), "csv": (STR, False, None),
-               "seed": (INT, False, 0), "bar_seconds": (NUM, False, 3600.0)},
-    "tier": {"floor": (NUM, True, None), "mmr": (NUM, True, None), "imr": (NUM, True, None)},
-    "liquidation": {"check_every_seconds": (NUM, False, None), "bridge": (BOOL, False, False),
-                    "fee_rate": (NUM, False, 0.005), "depth_distance": (NUM, False, 0.005),
-                    "impact_exponent": (NUM, False, 0.5), "mode": (STR, False, "full"),
-                    "buffer": (NUM, False, 0.02), "fraction": (NUM, False, 0.2),
-                    "fraction_above_notional": (NUM, False, 100_000.0), "cooldown_seconds": (NUM, False, 0.0),
-                    "adl": (BOOL, False, False), "backstop_fraction_of_mm": (NUM, False, 0.0),
-                    "delay_seconds": (NUM, False, 0.0), "throttle_notional_per_step": (NUM, False, 0.0),
-                    "fairness": (BOOL, False, False), "ledger": (BOOL, False, False), "forced_cost": (NUM, False, 0.0),
-                    "depth_vol_elasticity": (NUM, False, 0.0), "depth_floor": (NUM, False, 0.1),
-                    "depth_vol_halflife_seconds": (NUM, False, 900.0)},
-    "guardrails": {"circuit_breaker": (DICT, False, None), "enforce_initial_margin": (BOOL, False, False),
-                   "open_interest_limit": (DICT, False, None)},
-    "circuit_breaker": {"move": (NUM, True, None), "window_seconds": (NUM, True, None),
-                        "halt_seconds": (NUM, True, None)},
-    "book": {"accounts": (LIST, False, []), "csv": (STR, False, None), "generate": (DICT, False, None)},
-    "account": {"id": (STR, True, None), "mode": (STR, False, "cross"), "collateral": (NUM, False, None),
-                "positions": (LIST, True, None)},
-    "position": {"asset": (STR, True, None), "size": (NUM, True, None), "entry": (NUM, True, None),
-                 "margin": (NUM, False, None)},
-    "generate": {"n_accounts": (INT, True, None), "seed": (INT, False, 0), "leverage": (LIST, False, [2, 5, 10, 20]),
-                 "leverage_weights": (LIST, False, [0.3, 0.3, 0.25, 0.15]), "long_fraction": (NUM, False, 0.55),
-                 "notional_median": (NUM, False, 50_000.0), "notional_sigma": (NUM, False, 1.5),
-                 "isolated_fraction": (NUM, False, 0.2), "entry_dispersion": (NUM, False, 0.02)},
-}
-
-
-def _kind_ok(v, kind) -> bool:
-    if kind == ANY:
-        return True
-    if kind == NUM:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if kind == INT:
-        return isinstance(v, int) and not isinstance(v, bool)
-    return isinstance(v, {BOOL: bool, STR: str, LIST: list, DICT: dict}[kind])
-
-
-def _numbers_finite(v, path):
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ConfigError(f"{path}: must be a finite number (got {v})")
-    if isinstance(v, list):
-        for i, x in enumerate(v):
-            _numbers_finite(x, f"{path}[{i}]")
-
-
-def check_section(d, spec, path):
-    """Fill defaults and check keys and types of one mapping; returns a new dict."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: must be a mapping")
-    unknown = sorted(set(d) - set(spec))
-    if unknown:
-        raise ConfigError(f"{path + '.' if path else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(spec))})")
-    out = {}
-    for k, (kind, required, default) in spec.items():
-        p = f"{path}.{k}" if path else k
-        if k not in d or d[k] is None:
-            if required:
-                raise ConfigError(f"{p}: required")
-            out[k] = copy.deepcopy(default)
-            continue
-        v = d[k]
-        if kind == NUM and isinstance(v, str):
-            try:  # YAML 1.1 reads "1e-4" as a string
-                v = float(v)
-            except ValueError:
-                pass
-        if not _kind_ok(v, kind):
-            raise ConfigError(f"{p}: must be a {kind} (got {type(v).__name__} {v!r})")
-        _numbers_finite(v, p)
-        out[k] = v
-    return out
 
 
 def _num_list(v, path, n=None):
@@ -278,24 +143,16 @@ def load_config(path=None, overrides=()) -> dict:
 
 
 def resolve(cfg: dict) -> dict:
-    """Check the whole config and fill defaults (no models built)."""
-    c = check_section(cfg, SCHEMA, "")
-    c["time"] = check_section(c["time"], SECTIONS["time"], "time")
-    c["assets"] = [check_section(a, SECTIONS["asset"], f"assets[{i}]") for i, a in enumerate(c["assets"])]
-    for sec in ("innovations", "oracle", "mark", "basis", "funding", "liquidation", "book", "guardrails"):
-        c[sec] = check_section(c[sec], SECTIONS[sec], sec)
-    if c["jumps"] is not None:
-        c["jumps"] = check_section(c["jumps"], SECTIONS["jumps"], "jumps")
-    for sec in ("cascade", "regimes", "garch", "events"):
-        if c[sec] is not None:
-            c[sec] = check_section(c[sec], SECTIONS[sec], sec)
-    ev = c["events"]
-    if ev is not None:
-        for key, spec in (("shocks", "shock"), ("depth_bursts", "depth_burst"), ("oracle_freezes", "window"),
-                          ("stress_windows", "window")):
-            ev[key] = [check_section(e, SECTIONS[spec], f"events.{key}[{i}]") for i, e in enumerate(ev[key])]
-        if ev["replay"] is not None:
-            ev["replay"] = check_section(ev["replay"], SECTIONS["replay"], "events.replay")
+    """Check the whole config against the schema (``schema.Config``) and fill defaults (no models built).
+
+    Ladder presets (``"venue:SYMBOL"``) are expanded first; the result is plain data.
+    """
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: top level must be a mapping")
+    cfg = dict(cfg)
+    if isinstance(cfg.get("ladders"), dict):
+        cfg["ladders"] = {name: _preset(name, tiers) for name, tiers in cfg["ladders"].items()}
+    c = schema.validate(schema.Config, cfg).model_dump(by_alias=True)
     names = [a["name"] for a in c["assets"]]
     if len(set(names)) != len(names):
         raise ConfigError(f"assets: names must be unique (got {names})")
@@ -305,35 +162,17 @@ def resolve(cfg: dict) -> dict:
     extra = sorted(set(c["ladders"]) - set(names))
     if extra:
         raise ConfigError(f"ladders.{extra[0]}: not an asset (assets: {', '.join(names)})")
-    for name in names:
-        tiers = c["ladders"][name]
-        if isinstance(tiers, str):  # a venue preset, "venue:SYMBOL"
-            try:
-                tiers = preset_ladder(tiers)
-            except ValueError as e:
-                raise ConfigError(f"ladders.{name}: {e}") from None
-        if not isinstance(tiers, list) or not tiers:
-            raise ConfigError(f"ladders.{name}: must be a non-empty list of tiers")
-        c["ladders"][name] = [check_section(t, SECTIONS["tier"], f"ladders.{name}[{k}]") for k, t in enumerate(tiers)]
-    b = c["book"]
-    b["accounts"] = [check_section(a, SECTIONS["account"], f"book.accounts[{i}]") for i, a in enumerate(b["accounts"])]
-    for i, a in enumerate(b["accounts"]):
-        a["positions"] = [check_section(p, SECTIONS["position"], f"book.accounts[{i}].positions[{j}]")
-                          for j, p in enumerate(a["positions"])]
-    if b["generate"] is not None:
-        b["generate"] = check_section(b["generate"], SECTIONS["generate"], "book.generate")
-    if c["dtype"] not in ("float32", "float64"):
-        raise ConfigError(f"dtype: must be 'float32' or 'float64' (got {c['dtype']!r})")
-    if c["paths"] < 1:
-        raise ConfigError(f"paths: must be >= 1 (got {c['paths']})")
-    cs = c["chunk_size"]
-    if cs != "auto" and not (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1):
-        raise ConfigError(f"chunk_size: must be 'auto' or an integer >= 1 (got {cs!r})")
-    if c["seed"] < 0:
-        raise ConfigError(f"seed: must be >= 0 (got {c['seed']})")
-    if c["insurance_fund"] < 0:
-        raise ConfigError(f"insurance_fund: must be >= 0 (got {c['insurance_fund']})")
     return c
+
+
+def _preset(name: str, tiers):
+    """A ladder given as a venue preset (``"binance_usdm:BTCUSDT"``) -> its tiers."""
+    if not isinstance(tiers, str):
+        return tiers
+    try:
+        return preset_ladder(tiers)
+    except ValueError as e:
+        raise ConfigError(f"ladders.{name}: {e}") from None
 
 
 def _wrap(path, fn, *args, **kwargs):
@@ -362,15 +201,11 @@ def _book_from_accounts(accounts, names, n_assets):
     index = {n: i for i, n in enumerate(names)}
     for i, a in enumerate(accounts):
         p = f"book.accounts[{i}]"
-        if a["mode"] not in ("cross", "isolated"):
-            raise ConfigError(f"{p}.mode: must be 'cross' or 'isolated' (got {a['mode']!r})")
         rows = []
         for j, pos in enumerate(a["positions"]):
             if pos["asset"] not in index:
                 raise ConfigError(f"{p}.positions[{j}].asset: unknown asset {pos['asset']!r} "
                                   f"(assets: {', '.join(names)})")
-            if pos["entry"] <= 0:
-                raise ConfigError(f"{p}.positions[{j}].entry: must be > 0 (got {pos['entry']})")
             rows.append((index[pos["asset"]], pos))
         if a["mode"] == "cross":
             if a["collateral"] is None:
@@ -428,13 +263,6 @@ def build_model(cfg: dict):
     names = [a["name"] for a in assets]
     n = len(names)
     grid = _wrap("time", TimeGrid, float(c["time"]["step_seconds"]), float(c["time"]["horizon_seconds"]))
-    for i, a in enumerate(assets):
-        for k in ("price", "depth_usd"):
-            if a[k] <= 0:
-                raise ConfigError(f"assets[{i}].{k}: must be > 0 (got {a[k]})")
-        for k in ("vol", "spread"):
-            if a[k] < 0:
-                raise ConfigError(f"assets[{i}].{k}: must be >= 0 (got {a[k]})")
     corr = _num_list(c["correlation"], "correlation")
     if corr.shape != (n, n):
         raise ConfigError(f"correlation: must be {n}x{n} for {n} assets (got shape {corr.shape})")
@@ -490,7 +318,6 @@ def build_model(cfg: dict):
     breaker = None
     cb = c["guardrails"]["circuit_breaker"]
     if cb is not None:
-        cb = check_section(cb, SECTIONS["circuit_breaker"], "guardrails.circuit_breaker")
         breaker = _wrap("guardrails.circuit_breaker", CircuitBreaker, arr(cb["move"]),
                         _steps(grid, cb["window_seconds"], "guardrails.circuit_breaker.window_seconds"),
                         _steps(grid, cb["halt_seconds"], "guardrails.circuit_breaker.halt_seconds"))
@@ -520,13 +347,6 @@ def build_model(cfg: dict):
         for k, v in gr["open_interest_limit"].items():
             if k not in names:
                 raise ConfigError(f"guardrails.open_interest_limit.{k}: not an asset (assets: {', '.join(names)})")
-            if isinstance(v, str):  # YAML 1.1 reads 1.5e7 as a string
-                try:
-                    v = float(v)
-                except ValueError:
-                    pass
-            if not (_kind_ok(v, NUM) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"guardrails.open_interest_limit.{k}: must be a number > 0 (got {v!r})")
             limits[names.index(k)] = float(v)
         size, cuts = enforce_open_interest(size, np.asarray(entry, np.float64), limits)
         fired["open_interest_cuts"] = {f"{names[a]}:{side}": k for (a, side), k in cuts.items()}
@@ -569,16 +389,9 @@ def _window_rows(grid, e, path) -> slice:
 def build_stress(c: dict, grid, prices, names, arr) -> dict:
     """The cascade and stress pieces of a RiskModel (``impact``, ``cascade``, ``regimes``, ``garch``,
     ``schedule``) from a resolved config; each None when its section is absent."""
-    from .paths import correlation_factor
-    from .stress import (
-        IMPACT_LAWS,
-        CascadeMonitor,
-        Garch,
-        Impact,
-        Regimes,
-        Schedule,
-        ref_alpha_from_halflife,
-    )
+    from .cascade import IMPACT_LAWS, CascadeMonitor, Impact
+    from .paths import Garch, Regimes, correlation_factor, ref_alpha_from_halflife
+    from .scenario import Schedule
 
     n, steps = len(names), grid.n_steps
     out = {"impact": None, "cascade": None, "regimes": None, "garch": None, "schedule": None}
@@ -592,8 +405,6 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
             raise ConfigError("cascade.impact_exponent: required with impact 'power'")
         if law != "power" and cs["impact_exponent"] is not None:
             raise ConfigError(f"cascade.impact_exponent: only with impact 'power' ({law} fixes it)")
-        if cs["permanent_fraction"] < 0:
-            raise ConfigError(f"cascade.permanent_fraction: must be >= 0 (got {cs['permanent_fraction']})")
         if law != "none" and cs["permanent_fraction"] > 0:
             e = IMPACT_LAWS[law] if law != "power" else float(cs["impact_exponent"])
             out["impact"] = _wrap("cascade", Impact, arr(cs["permanent_fraction"]),
@@ -608,9 +419,6 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
         except ValueError as e:
             raise ConfigError(f"regimes.stress_{e}") from None  # "correlation: ..." -> regimes.stress_correlation
         days = grid.step_seconds / 86400.0
-        for k in ("drawdown", "enter_rate_per_day", "exit_rate_per_day", "reference_halflife_seconds"):
-            if rg[k] < 0:
-                raise ConfigError(f"regimes.{k}: must be >= 0 (got {rg[k]})")
         if rg["switch"] == "shock" and rg["reference_halflife_seconds"] <= 0:
             raise ConfigError("regimes.reference_halflife_seconds: must be > 0")
         out["regimes"] = _wrap(
@@ -621,8 +429,6 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
                                                              / grid.step_seconds)), rg["switch"])
     g = c["garch"]
     if g is not None:
-        if g["fitted_seconds"] <= 0:
-            raise ConfigError(f"garch.fitted_seconds: must be > 0 (got {g['fitted_seconds']})")
         try:
             a, b = Garch.per_step(_num_list(g["alpha"], "garch.alpha", n), _num_list(g["beta"], "garch.beta", n),
                                   g["fitted_seconds"] / grid.step_seconds)
@@ -639,15 +445,11 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
         for i, e in enumerate(ev["shocks"]):
             p = f"events.shocks[{i}]"
             rows = _window_rows(grid, e, p)
-            if not e["return"] > -1:
-                raise ConfigError(f"{p}.return: must be > -1 (a simple return; got {e['return']})")
             shift = np.zeros((steps, n)) if shift is None else shift
             shift[rows] += _asset_mask(e["assets"], names, f"{p}.assets") * (
                 np.log1p(e["return"]) / (rows.stop - rows.start))
         for i, e in enumerate(ev["depth_bursts"]):
             p = f"events.depth_bursts[{i}]"
-            if not e["factor"] > 0:
-                raise ConfigError(f"{p}.factor: must be > 0 (got {e['factor']})")
             depth = np.ones((steps, n)) if depth is None else depth
             depth[_window_rows(grid, e, p)] *= np.where(_asset_mask(e["assets"], names, f"{p}.assets"), e["factor"], 1)
         for i, e in enumerate(ev["oracle_freezes"]):
@@ -678,7 +480,7 @@ def _whole(x: float, path: str) -> int:
 
 def _replay_returns(rp: dict, grid, names) -> np.ndarray:
     """(steps, assets) log returns of the real path (see ``replay``), rebased to the config's prices."""
-    from . import replay
+    from . import replay, timeutil
 
     syms = rp["symbols"]
     missing = [a for a in names if a not in syms]
@@ -689,7 +491,7 @@ def _replay_returns(rp: dict, grid, names) -> np.ndarray:
         raise ConfigError(f"events.replay.symbols.{extra[0]}: not an asset (assets: {', '.join(names)})")
     path = rp["csv"] if rp["csv"] is not None else replay.default_data_path()
     try:
-        logp = replay.replay_log_prices(path, [str(syms[a]) for a in names], replay.parse_time(rp["start"]),
+        logp = replay.replay_log_prices(path, [str(syms[a]) for a in names], timeutil.parse_time(rp["start"], "start"),
                                         _whole(grid.horizon_seconds, "time.horizon_seconds"),
                                         _whole(grid.step_seconds, "time.step_seconds"), seed=rp["seed"],
                                         bar_seconds=_whole(rp["bar_seconds"], "events.replay.bar_seconds"))
@@ -699,74 +501,11 @@ def _replay_returns(rp: dict, grid, names) -> np.ndarray:
 
 
 def resolve_calibration(c: dict) -> dict:
-    """The ``calibration`` section of a resolved config, checked, with defaults filled."""
-    from .calibrate import DEFAULTS, OBJECTIVE_DEFAULTS
-
-    raw = c.get("calibration") or {}
-    spec = {k: (ANY, False, v) for k, v in DEFAULTS.items()}
-    cal = check_section(raw, spec, "calibration")
-    cal["objective"] = check_section(cal["objective"], {k: (ANY, False, v) for k, v in OBJECTIVE_DEFAULTS.items()},
-                                     "calibration.objective")
-    for k, v in list(cal.items()) + [(f"objective.{k}", v) for k, v in cal["objective"].items()]:
-        if isinstance(v, str) and k not in ("assets", "tune"):
-            try:
-                v = float(v)
-            except ValueError:
-                raise ConfigError(f"calibration.{k}: must be a number (got {v!r})") from None
-            if "." in k:
-                cal["objective"][k.split(".", 1)[1]] = v
-            else:
-                cal[k] = v
-    for k in ("paths", "iterations", "checkpoint_every", "block_steps", "eval_paths", "patience", "chunk_paths"):
-        v, least = cal[k], 0 if k in ("patience", "chunk_paths", "block_steps") else 1
-        if not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
-            raise ConfigError(f"calibration.{k}: must be an integer >= {least} (got {v!r})")
-    if cal["chunk_paths"] and cal["paths"] % cal["chunk_paths"]:
-        raise ConfigError(f"calibration.chunk_paths: must divide calibration.paths ({cal['paths']}), "
-                          f"got {cal['chunk_paths']}")
-    if cal["seed"] is not None and not (isinstance(cal["seed"], int) and not isinstance(cal["seed"], bool)
-                                        and cal["seed"] >= 0):
-        raise ConfigError(f"calibration.seed: must be an integer >= 0 or null (got {cal['seed']!r})")
-    if not (_kind_ok(cal["tolerance"], NUM) and cal["tolerance"] >= 0):
-        raise ConfigError(f"calibration.tolerance: must be a number >= 0 (got {cal['tolerance']!r})")
-    for k in ("temperature", "learning_rate", "clip_norm"):
-        if not (_kind_ok(cal[k], NUM) and cal[k] > 0):
-            raise ConfigError(f"calibration.{k}: must be a number > 0 (got {cal[k]!r})")
-    lo, hi = cal["min_mmr"], cal["max_mmr"]
-    if not (_kind_ok(lo, NUM) and _kind_ok(hi, NUM) and 0 <= lo < hi < 1):
-        raise ConfigError(f"calibration.min_mmr, max_mmr: need 0 <= min_mmr < max_mmr < 1 "
-                          f"(got {cal['min_mmr']!r}, {cal['max_mmr']!r})")
+    """The ``calibration`` section of a resolved config, checked (``schema.Calibration``), defaults filled."""
+    cal = schema.validate(schema.Calibration, c.get("calibration") or {}, "calibration").model_dump()
     names = c["asset_names"]
     if cal["assets"] != "all":
-        if not isinstance(cal["assets"], list) or not cal["assets"]:
-            raise ConfigError(f"calibration.assets: must be 'all' or a list of asset names (got {cal['assets']!r})")
         for a in cal["assets"]:
             if a not in names:
                 raise ConfigError(f"calibration.assets: unknown asset {a!r} (assets: {', '.join(names)})")
-    ob = cal["objective"]
-    for k in ("bad_debt", "trader_cost", "liquidations", "capital", "exceed_weight", "fund_es", "over_liquidation",
-              "excess_cost"):
-        if not (_kind_ok(ob[k], NUM) and ob[k] >= 0):
-            raise ConfigError(f"calibration.objective.{k}: must be a weight >= 0 (got {ob[k]!r})")
-    if ob["exceed_budget"] is not None and not (_kind_ok(ob["exceed_budget"], NUM) and ob["exceed_budget"] > 0):
-        raise ConfigError("calibration.objective.exceed_budget: must be a USD amount > 0 "
-                          f"(got {ob['exceed_budget']!r})")
-    if not (_kind_ok(ob["fund_es_level"], NUM) and 0 < ob["fund_es_level"] < 1):
-        raise ConfigError(f"calibration.objective.fund_es_level: must lie in (0, 1) (got {ob['fund_es_level']!r})")
-    if not (_kind_ok(ob["exceed_temperature"], NUM) and ob["exceed_temperature"] > 0):
-        raise ConfigError(f"calibration.objective.exceed_temperature: must be > 0 (got {ob['exceed_temperature']!r})")
-    if ob["fund_es"] and cal["chunk_paths"]:
-        raise ConfigError("calibration.chunk_paths: the fund ES term ranks all paths together; use one chunk "
-                          "(chunk_paths: 0) with objective.fund_es")
-    if not (_kind_ok(ob["exceed_probability"], NUM) and 0 < ob["exceed_probability"] < 1):
-        raise ConfigError("calibration.objective.exceed_probability: must lie in (0, 1) "
-                          f"(got {ob['exceed_probability']})")
-    from .calibrate import KNOBS
-
-    if not (isinstance(cal["tune"], list) and cal["tune"] and all(k in KNOBS for k in cal["tune"])):
-        raise ConfigError(f"calibration.tune: must be a list of {', '.join(KNOBS)} (got {cal['tune']!r})")
-    if not (_kind_ok(cal["max_fee_rate"], NUM) and 0 < cal["max_fee_rate"] < 1):
-        raise ConfigError(f"calibration.max_fee_rate: must lie in (0, 1) (got {cal['max_fee_rate']!r})")
-    if not isinstance(cal["resample"], bool):
-        raise ConfigError(f"calibration.resample: must be true or false (got {cal['resample']!r})")
     return cal

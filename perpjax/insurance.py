@@ -17,6 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .layout import as_spreader
+
 
 class Cover(NamedTuple):
     fund_paid: jax.Array  # () paid by the fund
@@ -62,9 +64,7 @@ def cover_bad_debt(bad, balance, *, adl: bool, bankrupt, size_before, size, coll
     if not adl:
         return Cover(fund_paid, jnp.zeros_like(collateral), size, collateral, rest)
     # Side of the bankrupt flow per asset; opposite, profitable positions of solvent units can be charged.
-    from .liquidation import _spreader
-
-    unit = _spreader(unit)
+    unit = as_spreader(unit)
     hi = jax.lax.Precision.HIGHEST
     net = jnp.matmul(jnp.where(unit(bankrupt), size_before, 0.0), asset_onehot, precision=hi)  # (assets,)
     opposite = (size * jnp.matmul(asset_onehot, net, precision=hi) < 0) & ~unit(bankrupt)

@@ -1,15 +1,14 @@
-"""Forced execution: depth model, liquidation trigger and full close.
+"""Forced execution: liquidation trigger, delay, cooldown, backstop, throttle, bridge and the fills.
 
-Depth model (DOMAIN.md §5). Cumulative depth on one side of the book within a
-distance d of mid is a power law, ``D(d) = D0 (d / d0)^beta`` with ``D0`` USD of
-depth within ``d0`` (e.g. the "depth within 50 bp" that venues and the shared
-Hyperliquid snapshots report). Walking the book for notional Q reaches
-``d(Q) = d0 (Q / D0)^e`` with ``e = 1/beta``, and the average fill sits at
+The depth model the fills walk is ``depth.DepthModel`` (re-exported here).
 
-    slip(Q) = spread/2 + d(Q) / (1 + e)        (fraction of mid)
-
-so the cost ``Q slip(Q)`` grows like ``Q^(1+e)``: doubling size more than
-doubles cost. ``e = 0.5`` (default) is the square-root law.
+Per step the engine's orchestrator (``engine.step``) calls, in order:
+``Liquidation.check`` (margin trigger, Brownian-bridge crossings, cooldown),
+``Liquidation.schedule`` (delay and circuit-breaker halt), ``Liquidation.take_over``
+(backstop vault), ``Liquidation.throttle_scale`` (per-step notional cap), then
+``liquidate`` (execution and bad-debt cover, only on the paths that liquidate:
+``sparse.where_active`` with ``no_liquidation``), ``Liquidation.artefacts``
+(fairness) and ``Liquidation.next_cooldown``.
 
 Full close (this module): when a unit's equity at mark falls below its
 maintenance margin at a check, every position is closed at the fill price
@@ -26,73 +25,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._validate import concrete, nonneg, positive
-
-
-class DepthModel(eqx.Module):
-    """Power-law book depth per asset.
-
-    Attributes:
-        depth_usd: one-side depth D0 within ``depth_distance`` of mid (USD), (assets,).
-        depth_distance: the distance d0 at which D0 is quoted (fraction; 0.005 = 50 bp).
-        exponent: e = 1/beta; the far edge of a walk moves as Q^e (0.5 = square root).
-        spread: quoted spread (fraction of mid), (assets,).
-        forced_cost: extra cost of forced execution (fraction of notional), on top of the walk.
-        vol_elasticity: depth decays as realised volatility rises:
-            ``depth = D0 * clip((sigma_ref / sigma_realised)^vol_elasticity, depth_floor, 1)``,
-            sigma_ref the model's diffusion vol, sigma_realised an EWMA of squared step
-            log returns with half-life ``vol_halflife_steps`` (0 disables).
-        depth_floor: smallest fraction of D0 left when volatility spikes.
-        vol_halflife_steps: half-life of the realised-volatility EWMA (steps).
-    """
-
-    depth_usd: jax.Array
-    spread: jax.Array
-    depth_distance: float = eqx.field(static=True, default=0.005)
-    exponent: float = eqx.field(static=True, default=0.5)
-    forced_cost: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(0.0))
-    vol_elasticity: float = eqx.field(static=True, default=0.0)
-    depth_floor: float = eqx.field(static=True, default=0.1)
-    vol_halflife_steps: int = eqx.field(static=True, default=15)
-
-    def __check_init__(self):
-        if concrete(self.depth_usd, self.spread):
-            positive("depth_usd", self.depth_usd)
-            nonneg("spread", self.spread)
-        if not (self.depth_distance > 0):
-            raise ValueError(f"depth_distance: must be > 0 (got {self.depth_distance})")
-        if not (0 < self.exponent <= 2):
-            raise ValueError(f"exponent: must lie in (0, 2] (got {self.exponent})")
-        if concrete(self.forced_cost):
-            nonneg("forced_cost", self.forced_cost)
-        if not self.vol_elasticity >= 0:
-            raise ValueError(f"vol_elasticity: must be >= 0 (got {self.vol_elasticity})")
-        if not 0 < self.depth_floor <= 1:
-            raise ValueError(f"depth_floor: must lie in (0, 1] (got {self.depth_floor})")
-        if not (isinstance(self.vol_halflife_steps, int) and self.vol_halflife_steps >= 1):
-            raise ValueError(f"vol_halflife_steps: must be an integer >= 1 (got {self.vol_halflife_steps})")
-
-    def depth_factor(self, realised_var, reference_var):
-        """Fraction of D0 available given the realised and reference per-step variances, (assets,)."""
-        if self.vol_elasticity == 0:
-            return jnp.ones_like(realised_var)
-        ratio = reference_var / jnp.maximum(realised_var, 1e-30)
-        return jnp.clip(ratio ** (0.5 * self.vol_elasticity), self.depth_floor, 1.0)
-
-    def slippage(self, notional, asset=None, factor=None):
-        """Average fill distance from mid for a market order of ``notional`` USD.
-
-        ``notional`` is (..., assets), or (positions,) with ``asset`` (positions,);
-        ``factor`` scales the depth (see ``depth_factor``), same shape as ``notional``.
-        """
-        depth, spread = (self.depth_usd, self.spread) if asset is None else (self.depth_usd[asset], self.spread[asset])
-        if factor is not None:
-            depth = depth * factor
-        # q floored at 1e-30: the same value to 1e-15 of d0 (and its cost is zero there), but a finite
-        # derivative at an empty order, so gradients through the calibration's relaxed engine stay finite.
-        q = jnp.maximum(jnp.abs(notional) / depth, 1e-30)
-        reach = self.depth_distance * (jnp.sqrt(q) if self.exponent == 0.5 else q**self.exponent)
-        return 0.5 * spread + reach / (1.0 + self.exponent) + self.forced_cost
+from ._validate import concrete, nonneg
+from .depth import DepthModel as DepthModel
+from .insurance import Cover, cover_bad_debt
+from .layout import as_spreader, exact_dot
 
 
 MODES = ("full", "buffer", "tier_step", "fraction")
@@ -132,7 +68,7 @@ class Liquidation(eqx.Module):
         closed in full (bankruptcy) and the shortfall is bad debt.
 
     Around the mode: a **backstop** (Hyperliquid: equity below ``backstop_ratio``
-    x MM) hands the whole unit to a backstop vault at mark instead; **delay**
+    x MM; on when ``backstop_ratio > 0``) hands the whole unit to a backstop vault at mark instead; **delay**
     executes a liquidation ``delay`` steps after its trigger, at the prices
     then (the mark may have recovered: a mark-lag artefact); **throttle** caps
     the notional the venue liquidates per step (the rest waits for the next
@@ -163,6 +99,10 @@ class Liquidation(eqx.Module):
         bisection_steps: bisection iterations for the minimal cut (2^-steps resolution).
         ledger: keep every term of each unit's equity change (mark-to-market, basis) so value
             conservation can be audited path by path (off by default: it costs per-step traffic).
+        backstop, throttled: whether the backstop / throttle is on. They shape the compiled program,
+            so they are static, and they are derived from ``backstop_ratio > 0`` / ``throttle > 0`` at
+            construction (leave them None). Given explicitly they must agree with those values
+            (``ValueError`` naming the field otherwise); with a traced ratio or throttle they must be given.
     """
 
     depth: DepthModel
@@ -180,10 +120,36 @@ class Liquidation(eqx.Module):
     adl: bool = eqx.field(static=True, default=False)
     fairness: bool = eqx.field(static=True, default=False)
     ledger: bool = eqx.field(static=True, default=False)
-    backstop: bool = eqx.field(static=True, default=False)
-    throttled: bool = eqx.field(static=True, default=False)
+    backstop: bool | None = eqx.field(static=True, default=None)
+    throttled: bool | None = eqx.field(static=True, default=None)
     implicit_grad: bool = eqx.field(static=True, default=False)  # calibration: d(minimal cut)/d(params)
     bisection_steps: int = eqx.field(static=True, default=14)
+
+    def __post_init__(self):
+        for flag, name, value in (("backstop", "backstop_ratio", self.backstop_ratio),
+                                  ("throttled", "throttle", self.throttle)):
+            given = getattr(self, flag)
+            if not concrete(value):
+                if given is None:
+                    raise ValueError(f"{flag}: {name} is traced; give {flag} explicitly (it is static)")
+                continue
+            on = bool(float(value) > 0)
+            if given is None:
+                setattr(self, flag, on)
+            elif bool(given) != on:
+                raise ValueError(f"{flag}: {given!r} disagrees with {name} = {float(value)} "
+                                 f"(on exactly when {name} > 0; leave {flag} unset to derive it)")
+
+    @property
+    def full_only(self) -> bool:
+        """Full closes only, nothing that moves positions otherwise (ADL, backstop, throttle): a unit's
+        sizes are the book's while it is open, so the engine need not carry them."""
+        return self.mode == "full" and not (self.adl or self.backstop or self.throttled)
+
+    @property
+    def counts_events(self) -> bool:
+        """Whether a unit can be liquidated more than once (else events = first-liquidation flag)."""
+        return self.mode != "full" or self.throttled
 
     def __check_init__(self):
         if concrete(self.fee_rate, self.buffer, self.fraction, self.fraction_above, self.backstop_ratio,
@@ -209,6 +175,76 @@ class Liquidation(eqx.Module):
             if not (isinstance(v, int) and v >= 0):
                 raise ValueError(f"{name}: must be an integer number of steps >= 0 (got {v})")
 
+    # ---- the per-step mechanics around execution, in the order the engine's step calls them
+
+    def check(self, t, open_, gap, cooldown_until, crossed=None):
+        """Units whose margin check fires at step ``t``, (units,) bool.
+
+        ``gap``: equity - MM at mark; ``crossed``: (units,) the Brownian bridge crossed zero between
+        the steps (``bridge_crossed``; with ``bridge`` only); ``cooldown_until``: no trigger before it."""
+        below = gap < 0
+        if self.check_every > 1:
+            below = below & (t % self.check_every == 0)
+        trigger = open_ & below
+        if self.bridge:
+            trigger = trigger | (open_ & crossed)
+        if self.cooldown:
+            trigger = trigger & (t >= cooldown_until)
+        return trigger
+
+    @staticmethod
+    def bridge_crossed(P, size, mmr_marginal, mark_p, covariance_dt, gap0, gap1, u):
+        """(units,) whether the margin gap crossed zero between two checks: the gap's sensitivity to each
+        asset's log price, its variance over the step, the bridge crossing probability against ``u``."""
+        g = P.by_unit_and_asset((size - jnp.abs(size) * mmr_marginal) * mark_p)
+        var = jnp.einsum("ua,ab,ub->u", g, covariance_dt, g)
+        return u < bridge_cross_probability(gap0, gap1, var)
+
+    def schedule(self, trigger, open_, pending, t, halted):
+        """(units executing at step ``t``, pending execution steps): ``delay`` steps after the trigger,
+        never while the circuit breaker ``halted`` liquidations."""
+        if not self.delay:
+            return trigger & ~halted, pending
+        pending = jnp.where(trigger & (pending == 0), t + self.delay, pending)
+        execute = open_ & (pending <= t) & (pending > 0) & ~halted
+        return execute, jnp.where(execute | ~open_, 0, pending)
+
+    def take_over(self, P, execute, equity, mm, size, collateral, mark, prev_mark, vault_size, vault_pnl):
+        """Backstop: units far below maintenance go to the vault at mark with what equity they have.
+
+        Returns ``(take, handed, size, collateral, vault_size, vault_pnl)``: ``take`` (units,) the units
+        taken over, ``handed`` the equity each handed over; the vault's PnL includes the mark-to-market
+        of the positions it held since the previous step. Without a backstop nothing moves."""
+        if not self.backstop:
+            return jnp.zeros_like(execute), None, size, collateral, vault_size, vault_pnl
+        vault_pnl = vault_pnl + jnp.sum(vault_size * (mark - prev_mark))
+        take = execute & (equity < self.backstop_ratio * mm)
+        take_p = P.at_unit(take)
+        vault_size = vault_size + exact_dot(jnp.where(take_p, size, 0.0), P.asset_onehot(size.dtype))
+        handed = jnp.where(take, equity, 0.0)
+        vault_pnl = vault_pnl + jnp.sum(handed)
+        return take, handed, jnp.where(take_p, 0.0, size), jnp.where(take, 0.0, collateral), vault_size, vault_pnl
+
+    def throttle_scale(self, P, market, size, mark_p):
+        """(scale on every non-bankrupt close this step or None, whether the cap bit): the throttle."""
+        if not self.throttled:
+            return None, jnp.zeros((), bool)
+        want = jnp.sum(jnp.where(market, P.unit_sum(jnp.abs(size) * mark_p), 0.0))
+        scale = jnp.minimum(1.0, self.throttle / jnp.maximum(want, 1e-30))
+        return scale, scale < 1.0
+
+    @staticmethod
+    def artefacts(execute, gap, equity_index, mm_index):
+        """Fairness: liquidations executed while the account looked healthy, on the mark at execution
+        (a delayed order after a rebound) or on the index (the mark's smoothing lagged the recovery)."""
+        return execute & ((gap >= 0) | (equity_index >= mm_index))
+
+    def next_cooldown(self, market, full, t, cooldown_until):
+        """Units partially liquidated at ``t`` wait ``cooldown`` steps."""
+        if not self.cooldown:
+            return cooldown_until
+        return jnp.where(market & ~full, t + self.cooldown, cooldown_until)
+
     def _fill(self, q, mid, asset, dfac):
         """Fill signed closing sizes ``q`` (positions,) into the book around ``mid``."""
         slip = self.depth.slippage(jnp.abs(q) * mid, asset, dfac)
@@ -230,7 +266,7 @@ class Liquidation(eqx.Module):
             dfac: (positions,) depth factor (vol-driven decay), or None.
             scale: () throttle factor in (0, 1] on every non-bankrupt close this step, or None.
         """
-        unit = _spreader(unit)
+        unit = as_spreader(unit)
         trig_p = unit(trigger)
         ctx = (collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac)
         if self.mode == "full" and scale is None:
@@ -318,14 +354,6 @@ class Liquidation(eqx.Module):
         return hi - jnp.where(inside, step, 0.0)
 
 
-def _spreader(unit):
-    """``unit`` as a function (units,) -> (positions,): the engine passes a 0/1 product
-    (``_Positions.at_unit``); an index array (tests, small callers) becomes a gather."""
-    if callable(unit):
-        return unit
-    return lambda x: x[unit]
-
-
 def bridge_cross_probability(gap0, gap1, variance):
     """P(a Brownian bridge from gap0 to gap1 with total variance ``variance`` touches 0).
 
@@ -338,3 +366,30 @@ def bridge_cross_probability(gap0, gap1, variance):
     p = jnp.exp(-2.0 * jnp.maximum(gap0, 0.0) * jnp.maximum(gap1, 0.0) / safe_var)
     p = jnp.where(variance > 0, p, 0.0)
     return jnp.where(both_up, p, 1.0)
+
+
+def liquidate(o):
+    """Execute the triggered units' liquidations, then cover their bad debt (fund, then ADL).
+
+    ``o = (liq, ladder, P, market, collateral, size, mid, mark_p, dfac, scale, fund0, fund)``: the rules,
+    the ladder, the position layout (``layout.Positions``), the units executing at market, their
+    collateral, sizes, the mid (assets,), mark and depth factor per position, the throttle scale,
+    the fund's initial balance and its change so far. Returns ``(Fills, insurance.Cover)``; the engine
+    runs it through ``sparse.where_active`` with ``no_liquidation``."""
+    liq, ladder, P, market, collateral, size, mid, mark_p, dfac, scale, fund0, fund = o
+    f = liq.execute(market, collateral, size, P.entry, P.at_asset(mid), mark_p, P.asset, P.at_unit, P.unit_sum, ladder,
+                    dfac=dfac, scale=scale)
+    # The fund pays from its balance after this step's fees reach it.
+    c = cover_bad_debt(f.bad_debt, fund0 + (fund + jnp.sum(f.fee)), adl=liq.adl, bankrupt=f.full & (f.bad_debt > 0),
+                       size_before=size, size=f.size, collateral=f.collateral, entry=P.entry, mark=mark_p,
+                       asset_onehot=P.asset_onehot(mark_p.dtype), unit=P.unit, unit_sum=P.unit_sum)
+    return f, c
+
+
+def no_liquidation(o):
+    """What ``liquidate`` returns when no unit executes (exactly: nothing moves)."""
+    _, _, _, market, collateral, size, *_ = o
+    z, z0 = jnp.zeros_like(collateral), jnp.zeros((), collateral.dtype)
+    return (Fills(size=size, collateral=collateral, fee=z, bad_debt=z, notional=z, slippage=z, basis=z,
+                  full=jnp.zeros_like(market), over_notional=z, excess_cost=z),
+            Cover(fund_paid=z0, charge=z, size=size, collateral=collateral, uncovered=z0))

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stress import CASCADE_EDGES, drawdown_fraction
+from .cascade import CASCADE_EDGES, drawdown_fraction
+from .engine.outputs import path_columns
 
 LEVELS = (0.95, 0.99, 0.999)
 Z95 = 1.959963984540054
@@ -128,21 +129,7 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
         "p_starts_cascade": out.cascade_starts_sum / n,  # expected first-round liquidations per path
     })
     accounts.insert(3, "tier", _dominant_tier(model, cfg))
-    paths = pd.DataFrame({"bad_debt": out.path_bad_debt, "trader_loss": out.path_trader_loss,
-                          "liquidated_notional": out.path_liq_notional, "liquidations": out.path_n_liquidations,
-                          "liquidation_events": out.path_liq_events, "fees": out.path_fees,
-                          "slippage": out.path_slippage, "insurance_fund_min_change": out.path_fund_min,
-                          "insurance_fund_paid": out.path_fund_paid, "adl": out.path_adl,
-                          "uncovered_bad_debt": out.path_uncovered, "funding_paid": out.path_funding_net})
-    for i, name in enumerate(cfg["asset_names"]):
-        paths[f"log_return_{name}"] = out.path_log_return[:, i]
-    if out.cascade_on:
-        for i, name in enumerate(cfg["asset_names"]):
-            paths[f"drawdown_{name}"] = drawdown_fraction(out.path_drawdown[:, i])
-            paths[f"drawdown_no_feedback_{name}"] = drawdown_fraction(out.path_drawdown_exog[:, i])
-        paths["cascade_rounds"] = out.path_cascade_rounds
-        paths["cascade_max_notional"] = out.path_cascade_max_notional
-        paths["cascade_episodes"] = out.path_cascade_episodes
+    paths = pd.DataFrame(path_columns(out, cfg["asset_names"]))  # columns declared in engine.outputs
     return s, accounts, paths
 
 

@@ -9,6 +9,14 @@ with ``L`` a factor of the correlation matrix (Cholesky when positive definite),
 chi-square mixing variable per step, so correlations are kept and tails are
 jointly heavy), and ``J_t`` a compound-Poisson (Merton) jump with log-normal
 sizes, compensated by ``kappa = E[e^Y] - 1`` so ``mu`` stays the expected return.
+
+On top of it (each optional, costing nothing when off): ``Garch``, a GARCH(1,1)
+variance ratio on each asset's diffusion in variance-targeting form
+(unconditional variance = the configured vol); ``Regimes``, a calm / stress
+correlation (and vol and depth multipliers) switching by a Markov chain, on a
+market-wide selloff (the equal-weighted log price falls ``drawdown`` below its
+EWMA) or on a schedule; and the scenario schedule's shocks or replayed path
+(``scenario.Schedule``). ``price_step`` composes them into one step of the log price.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from ._validate import concrete, finite, nonneg, positive, shape
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
 INNOVATIONS = ("gaussian", "student_t")
+SWITCHES = ("markov", "shock", "schedule")
 
 
 class TimeGrid(eqx.Module):
@@ -275,3 +284,120 @@ class PriceModel(eqx.Module):
         """Annualised covariance of the diffusion log returns, (assets, assets)."""
         c = self.factor @ self.factor.T
         return c * self.vol[:, None] * self.vol[None, :]
+
+
+class Garch(eqx.Module):
+    """GARCH(1,1) on the diffusion variance ratio ``v2`` (mean 1), per step:
+
+        v2' = (1 - a - b) + a * z2 + b * v2,   z2 = r^2 / (vol^2 dt)
+
+    with ``r`` the step's diffusion log return divided by the stress regime's vol multiplier (the
+    regime scales the vol on top of GARCH; fed back it would make the variance explode in
+    stress whenever ``a (m^2 - 1) > 1 - a - b``). Parameters fitted at a bar of
+    ``m`` steps (e.g. hourly bars, minute steps: m = 60) are mapped to the step
+    by keeping the persistence per unit time, ``a + b = (alpha + beta)^(1/m)``,
+    and the response to a bar's worth of squared returns, ``a = alpha / m``
+    (first-order temporal aggregation; exact as m -> 1).
+    """
+
+    alpha: jax.Array  # (assets,) per step
+    beta: jax.Array  # (assets,) per step
+
+    def __check_init__(self):
+        if concrete(self.alpha, self.beta):
+            a, b = nonneg("alpha", self.alpha), nonneg("beta", self.beta)
+            if np.any(a + b >= 1):
+                raise ValueError(f"alpha + beta: must be < 1 for a finite variance (got {(a + b).tolist()})")
+
+    @staticmethod
+    def per_step(alpha, beta, bar_steps: float):
+        """Per-step (a, b) from (alpha, beta) fitted on bars of ``bar_steps`` steps (numpy)."""
+        alpha, beta = np.asarray(alpha, np.float64), np.asarray(beta, np.float64)
+        if np.any(alpha < 0) or np.any(beta < 0):
+            raise ValueError(f"alpha, beta: must be >= 0 (got {alpha.tolist()}, {beta.tolist()})")
+        if np.any(alpha + beta >= 1):
+            raise ValueError(f"alpha + beta: must be < 1 (got {(alpha + beta).tolist()})")
+        a = alpha / bar_steps
+        return a, (alpha + beta) ** (1.0 / bar_steps) - a
+
+    def update(self, v2, z2):
+        return (1.0 - self.alpha - self.beta) + self.alpha * z2 + self.beta * v2
+
+
+class Regimes(eqx.Module):
+    """Calm / stress regime of the whole market.
+
+    In stress the correlation factor is ``stress_factor`` (validated PSD), the
+    diffusion vol is multiplied by ``vol_multiplier`` and book depth by
+    ``depth_factor``. ``switch``:
+
+    * ``markov``: enter with probability ``p_enter``, leave with ``p_exit`` per step;
+    * ``shock``: enter when the equal-weighted log price falls ``drawdown`` below
+      its EWMA (weight ``ref_alpha`` per step), leave when it is back within
+      ``drawdown / 2`` (hysteresis, so the regime does not flicker);
+    * ``schedule``: only where the scenario schedule forces it.
+    A schedule's stress windows apply with any switch.
+    """
+
+    stress_factor: jax.Array
+    vol_multiplier: jax.Array
+    depth_factor: jax.Array
+    p_enter: jax.Array
+    p_exit: jax.Array
+    drawdown: jax.Array
+    ref_alpha: jax.Array
+    switch: str = eqx.field(static=True, default="shock")
+
+    def __check_init__(self):
+        if self.switch not in SWITCHES:
+            raise ValueError(f"switch: must be one of {SWITCHES} (got {self.switch!r})")
+        if concrete(self.vol_multiplier, self.depth_factor, self.p_enter, self.p_exit, self.drawdown):
+            positive("vol_multiplier", self.vol_multiplier)
+            positive("depth_factor", self.depth_factor)
+            for name, p in (("p_enter", self.p_enter), ("p_exit", self.p_exit)):
+                if not (0 <= float(p) <= 1):
+                    raise ValueError(f"{name}: must be a probability per step in [0, 1] (got {float(p)})")
+            nonneg("drawdown", self.drawdown)
+
+    def next(self, stress, u, level, ref):
+        """Regime for the next step and the updated EWMA reference."""
+        if self.switch == "markov":
+            return jnp.where(stress, u >= self.p_exit, u < self.p_enter), ref
+        if self.switch == "shock":
+            ref = ref + self.ref_alpha * (level - ref)
+            gap = level - ref
+            return jnp.where(stress, gap < -0.5 * self.drawdown, gap < -self.drawdown), ref
+        return jnp.zeros_like(stress), ref
+
+
+def ref_alpha_from_halflife(halflife_steps: float) -> float:
+    return 1.0 - 0.5 ** (1.0 / halflife_steps) if math.isfinite(halflife_steps) else 0.0
+
+
+def price_step(prices: PriceModel, d: dict, x, v2, stress, t, dt, *, regimes: Regimes | None = None,
+               garch: Garch | None = None, schedule=None):
+    """Log true price after step ``t``'s exogenous move, and the next GARCH variance ratio.
+
+    ``d``: the step's draws by stream; ``x``, ``v2``: log price and GARCH variance ratio before the
+    step (``v2`` None without GARCH); ``stress``: this step's regime (None without regimes);
+    ``schedule``: a ``scenario.Schedule`` (shocks added, or a replayed path instead of the draws)."""
+    if schedule is not None and schedule.replace:
+        return x + schedule.log_return[t - 1], v2
+    draw = prices.draw_from(d)
+    factor = scale = None
+    if regimes is not None:
+        factor = jnp.where(stress, regimes.stress_factor, prices.factor)
+        scale = jnp.where(stress, regimes.vol_multiplier, 1.0)
+    v2_next = v2
+    if garch is not None:
+        scale = jnp.sqrt(v2) if scale is None else scale * jnp.sqrt(v2)
+    inn = prices.innovation_from(draw, factor)
+    r = prices.log_return_from(draw, dt, scale=scale, innovation=inn)
+    if garch is not None:
+        # The GARCH sees the diffusion return without the stress regime's multiplier: fed back, the
+        # multiplier m would make the variance grow whenever a (m^2 - 1) > 1 - a - b (no steady state).
+        z = inn * jnp.sqrt(v2)  # diffusion return / (vol m sqrt(dt))
+        v2_next = garch.update(v2, z * z)
+    if schedule is not None and schedule.log_return is not None:
+        r = r + schedule.log_return[t - 1]
+    return x + r, v2_next

@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .timeutil import parse_time
+
 DATA_FILE = "binance_usdm_perp_1h.csv.gz"
 DATA_DIR_ENV = "PERPJAX_DATA_DIR"
 BAR_SECONDS = 3600
@@ -70,29 +72,6 @@ def default_data_path() -> Path:
 
 def _iso(ts: int) -> str:
     return pd.Timestamp(int(ts), unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value) -> int:
-    """Unix seconds (UTC) from an int, or from an ISO string / datetime (naive means UTC)."""
-    if isinstance(value, bool):
-        raise ValueError(f"time must be unix seconds or an ISO string, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        if not float(value).is_integer():
-            raise ValueError(f"time in unix seconds must be a whole number, got {value!r}")
-        return int(value)
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"cannot parse time {value!r}: expected unix seconds or ISO 8601 (UTC)") from e
-    if ts is pd.NaT:
-        raise ValueError(f"cannot parse time {value!r}: expected unix seconds or ISO 8601 (UTC)")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    ns = int(ts.value)
-    if ns % 1_000_000_000:
-        raise ValueError(f"time {value!r} is not a whole number of seconds")
-    return ns // 1_000_000_000
 
 
 def _positive_int(value, name: str) -> int:
@@ -136,7 +115,7 @@ def load_bars(path, symbols, start, end, *, bar_seconds: int = BAR_SECONDS) -> d
     """
     path = Path(path)
     symbols = _symbol_list(symbols)
-    start, end = parse_time(start), parse_time(end)
+    start, end = parse_time(start, "start"), parse_time(end, "end")
     bar_seconds = _positive_int(bar_seconds, "bar_seconds")
     if end <= start:
         raise ValueError(f"empty window: end {_iso(end)} is not after start {_iso(start)}")
@@ -283,7 +262,7 @@ def replay_log_prices(
         raise ValueError(f"step_seconds={step_seconds} must divide bar_seconds={bar_seconds}")
     if horizon_seconds % bar_seconds:
         raise ValueError(f"horizon_seconds={horizon_seconds} must be a whole multiple of bar_seconds={bar_seconds}")
-    start = parse_time(start)
+    start = parse_time(start, "start")
     if start % bar_seconds:
         raise ValueError(f"start {_iso(start)} is not a bar open time (multiple of {bar_seconds} s)")
     steps_per_bar = bar_seconds // step_seconds

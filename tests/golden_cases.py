@@ -44,7 +44,7 @@ def _calibration(tmp):
 
 def _fit(tmp):
     from perpjax import config as C
-    from perpjax import fit as F
+    from perpjax import estimate as F
 
     closes = F.read_prices(DATA)
     fit = F.fit_market(closes, ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"], start="2022-01-01", end="2022-07-01")

@@ -208,7 +208,7 @@ def test_calibrate_command_writes_ladder_history_metrics_and_plots(tmp_path, cap
 def test_chunked_gradient_equals_the_whole_batch_gradient():
     """Accumulating over chunks of paths (memory bound by one chunk) gives the whole batch's objective
     and gradient, the nonlinear exceedance penalty included."""
-    from .test_venue import _stress_config
+    from .test_venue import stress_config as _stress_config
 
     model = build_model(_stress_config("full", 3, adl=False))[0]  # thin books, leveraged generated book
     space = C.LadderSpace.from_model(model, [0, 1, 2, 3], 0.001, 0.25, ("mmr", "fee_rate"))
@@ -231,7 +231,7 @@ def test_partial_liquidation_relaxation_converges_to_the_hard_engine(mode):
     """Partial paths: the relaxed engine carries the expected size and collateral after a liquidation
     with probability h; as tau -> 0 (h in {0, 1}) it is the hard engine path by path: first-liquidation
     probability, bad debt and fees per unit agree (thin books, leveraged book, no cooldown)."""
-    from .test_venue import _stress_config
+    from .test_venue import stress_config as _stress_config
 
     cfg = _stress_config(mode, 3, adl=False)
     cfg["liquidation"]["cooldown_seconds"] = 0
@@ -254,7 +254,7 @@ def test_gradient_reaches_the_partial_liquidation_fraction():
     partial to a full close when the partial fill would be bankrupt is not relaxed, so the objective
     has jumps in the fraction (a 1e-4 step crosses one on these paths): the gradient is the pathwise
     one between jumps, and the difference must be taken inside a smooth piece."""
-    from .test_venue import _stress_config
+    from .test_venue import stress_config as _stress_config
 
     cfg = _stress_config("fraction", 3, adl=False)
     cfg["liquidation"]["cooldown_seconds"] = 0
@@ -287,7 +287,7 @@ def test_minimal_cut_gets_the_implicit_function_gradient(mode, knobs, extra, key
 
     import equinox as eqx
 
-    from .test_venue import _stress_config
+    from .test_venue import stress_config as _stress_config
 
     cfg = _stress_config(mode, 3, adl=False)
     cfg["time"]["horizon_seconds"] = 3 * 3600

@@ -17,7 +17,7 @@ from perpjax import random as R
 from perpjax.config import ConfigError, build_model, load_config
 from perpjax.engine import price_returns, simulate
 
-from .test_venue import _stress_config
+from .test_venue import stress_config
 
 
 def _one_asset(accounts, *, horizon=1800.0, shock=None, depth=1e6, cascade=None, events=None):
@@ -90,7 +90,7 @@ def test_forced_flow_chains_liquidations_and_vanishes_with_impact():
 
 def test_no_feedback_is_the_exogenous_engine_exactly():
     """Cascade monitoring without impact (or with psi = 0) changes nothing: same per-path results."""
-    base = _stress_config("full", 5)
+    base = stress_config("full", 5)
     base["time"]["horizon_seconds"] = 3 * 3600
     runs = []
     for extra in (None, {"impact": "none"}, {"impact": "sqrt", "permanent_fraction": 0.0}):
@@ -136,7 +136,7 @@ def test_amplification_is_at_least_one_and_grows_as_depth_shrinks():
 def test_value_is_conserved_with_feedback_and_stress(extra):
     """The ledger identities of test_venue hold when forced flow moves prices (and with regimes,
     GARCH, depth bursts and oracle freezes)."""
-    cfg = _stress_config("buffer", 7)
+    cfg = stress_config("buffer", 7)
     cfg["cascade"] = {"impact": "sqrt", "permanent_fraction": 1.0}
     if extra == "stress":
         c = np.asarray(cfg["correlation"], float)

@@ -1,4 +1,4 @@
-"""Parameter estimation (perpjax.fit): recovery on simulated data at fixed seeds, tolerances in
+"""Parameter estimation (perpjax.estimate): recovery on simulated data at fixed seeds, tolerances in
 standard errors where the estimator gives one, and sanity ranges on the real Binance panel."""
 
 import gzip
@@ -15,7 +15,7 @@ from scipy import stats
 import perpjax.config as C
 import perpjax.engine as E
 import perpjax.random as R
-from perpjax import fit as F
+from perpjax import estimate as F
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "binance_usdm_perp_1h.csv.gz"
 SYMBOLS_2022 = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]

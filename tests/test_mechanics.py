@@ -140,7 +140,7 @@ def test_float32_agrees_with_float64():
 @pytest.mark.parametrize("units", [37, 300])  # 0/1 mat-vec path; block layout path
 def test_position_layout_unit_sums_match_dense_book(units):
     """The kernels' position layout sums per unit exactly like the dense book."""
-    from perpjax.engine import _positions
+    from perpjax.engine import positions
     from perpjax.margin import Book
 
     rng = np.random.default_rng(3)
@@ -148,7 +148,7 @@ def test_position_layout_unit_sums_match_dense_book(units):
     size = rng.normal(size=(units, assets)) * (rng.random((units, assets)) < 0.4)
     size[[0, 9, 20]] = 0.0  # units with no position
     book = Book(collateral=jnp.ones(units), size=jnp.asarray(size), entry=jnp.ones((units, assets)))
-    P = _positions(type("M", (), {"book": book, "prices": type("p", (), {"n_assets": assets})()})())
+    P = positions(type("M", (), {"book": book, "prices": type("p", (), {"n_assets": assets})()})())
     x = rng.normal(size=len(P.unit))
     dense = np.zeros((units, assets))
     dense[P.unit, P.asset] = x

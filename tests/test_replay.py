@@ -9,9 +9,9 @@ from perpjax.replay import (
     bridge_path,
     default_data_path,
     load_bars,
-    parse_time,
     replay_log_prices,
 )
+from perpjax.timeutil import parse_time
 
 # Up bar, down bar, a bar opening with a gap above the previous close (down), a flat bar, an up bar
 # opening with a gap below. Open and close are strictly inside the range except on the flat bar.
@@ -116,8 +116,16 @@ def test_parse_time():
     assert parse_time("2020-03-12T00:00:00Z") == t
     assert parse_time("2020-03-12") == t
     assert parse_time("2020-03-12T01:00:00+01:00") == t
+    assert parse_time(float(t)) == t and parse_time(np.float64(t)) == t
     with pytest.raises(ValueError):
         parse_time("not a date")
+    # Errors name the field they came from.
+    with pytest.raises(ValueError, match="^start: cannot parse 'not a date'"):
+        parse_time("not a date", "start")
+    with pytest.raises(ValueError, match="^end: unix seconds must be a whole number"):
+        parse_time(t + 0.5, "end")
+    with pytest.raises(ValueError, match="^time: "):
+        parse_time(True)
 
 
 def test_default_data_path_env(monkeypatch, tmp_path):
@@ -238,14 +246,14 @@ def test_replay_with_static_basis_draws_nothing_and_every_path_is_the_replay():
     import jax.numpy as jnp
 
     from perpjax.config import apply_scenario, build_model, load_config
-    from perpjax.engine import _draw_spec, simulate_chunk
+    from perpjax.engine import draw_spec, simulate_chunk
     from perpjax.random import seed_key
 
     cfg = apply_scenario(load_config(None, ["basis.stationary_std=0", "time.horizon_seconds=21600"]),
                          "replay_2022_11_08")
     cfg.pop("cascade")  # no feedback: the true price is the replay itself
     model = build_model(cfg)[0]
-    assert _draw_spec(model) == ()
+    assert draw_spec(model) == ()
     out = simulate_chunk(model, seed_key(1), jnp.uint32(0), 5)
     r = np.asarray(out.log_return)
     np.testing.assert_array_equal(r, np.broadcast_to(r[0], r.shape))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from perpjax.config import build_model, load_config
-from perpjax.engine import _liquidate, _no_liquidation, _positions, simulate_chunk, simulate_path
+from perpjax.engine import positions, simulate_chunk, simulate_path
+from perpjax.liquidation import liquidate, no_liquidation
 from perpjax.random import path_key, seed_key
 from perpjax.sparse import where_active
 
@@ -49,7 +50,7 @@ def test_skipping_a_path_is_exactly_executing_nothing(case):
     """The skip branch is what full execution returns when no unit is triggered, bit for bit: so a
     compacted run equals running every path's execution (the engine before ``where_active``)."""
     model = build_model(load_config(None, SHORT + CASES[case]))[0]
-    P = _positions(model)
+    P = positions(model)
     rng = np.random.default_rng(0)
     mark = model.prices.s0 * np.exp(rng.normal(0, 0.05, model.prices.n_assets)).astype(np.float32)
     mid = jnp.asarray(mark * 1.0002, jnp.float32)
@@ -60,7 +61,7 @@ def test_skipping_a_path_is_exactly_executing_nothing(case):
     scale = jnp.asarray(0.7, jnp.float32) if liq.throttled else None
     o = (liq, model.ladder, P, jnp.zeros((P.n_units,), bool), collateral, size, mid, mark_p, None, scale,
          model.insurance_fund, jnp.asarray(-123.0, jnp.float32))
-    for a, b in zip(_leaves(_liquidate(o)), _leaves(_no_liquidation(o)), strict=True):
+    for a, b in zip(_leaves(liquidate(o)), _leaves(no_liquidation(o)), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

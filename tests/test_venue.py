@@ -14,7 +14,7 @@ from .helpers import build, default_config
 MODES = ["full", "buffer", "tier_step", "fraction"]
 
 
-def _stress_config(mode, seed, *, fund=5_000.0, adl=True, extra=None):
+def stress_config(mode, seed, *, fund=5_000.0, adl=True, extra=None):
     """The default market over 6 hours, a generated leveraged book, a small fund, ADL on."""
     cfg = default_config()
     cfg["time"]["horizon_seconds"] = 6 * 3600
@@ -45,7 +45,7 @@ EXTRAS = {
 def test_value_is_conserved_on_every_path(mode, seed, extra):
     """Per unit: equity_T - equity_0 = mtm - funding + basis - slippage - fee + bad debt - ADL - backstop.
     Per venue: fund change = fees - fund payouts; bad debt = fund payouts + ADL + uncovered."""
-    model, _, _ = build(_stress_config(mode, seed, extra=EXTRAS[extra]))
+    model, _, _ = build(stress_config(mode, seed, extra=EXTRAS[extra]))
     out = simulate(model, seed=seed, n_paths=300, chunk_size=300, keep_unit_paths=True)
     u = out.unit_paths
     assert ((u.bad_debt > 0) | (u.backstop != 0)).any() and (u.liq_events > 0).any()
@@ -160,7 +160,7 @@ def test_tier_step_cuts_each_position_to_its_tier_floor():
 
 
 def test_partial_paths_are_chunk_invariant():
-    model, _, _ = build(_stress_config("fraction", 4), ["dtype=float32"])
+    model, _, _ = build(stress_config("fraction", 4), ["dtype=float32"])
     a = simulate(model, seed=5, n_paths=300, chunk_size=300, keep_unit_paths=True)
     b = simulate(model, seed=5, n_paths=300, chunk_size=128, keep_unit_paths=True)
     for x, y in zip(a.unit_paths, b.unit_paths, strict=True):
@@ -275,3 +275,18 @@ def test_entry_guardrails_cap_leverage_and_open_interest():
     long_btc = s1[:, 0] > 0
     assert np.sum(s1[long_btc, 0] * entry[long_btc, 0]) == pytest.approx(1.5e7, rel=1e-6)  # float32 book
     assert "BTC:long" in fired["open_interest_cuts"]
+
+
+def test_backstop_and_throttle_flags_follow_their_values():
+    """``backstop`` / ``throttled`` are static but derived from ``backstop_ratio`` / ``throttle``: a
+    ratio alone turns the backstop on, and an explicit flag that disagrees is rejected by name."""
+    depth = DepthModel(jnp.asarray([1e6]), jnp.asarray([1e-4]))
+    liq = Liquidation(depth, jnp.asarray(0.005), backstop_ratio=jnp.asarray(0.5), throttle=jnp.asarray(1e6))
+    assert liq.backstop is True and liq.throttled is True and not liq.full_only
+    off = Liquidation(depth, jnp.asarray(0.005))
+    assert off.backstop is False and off.throttled is False and off.full_only
+    assert Liquidation(depth, jnp.asarray(0.005), backstop_ratio=jnp.asarray(0.5), backstop=True).backstop
+    with pytest.raises(ValueError, match="^backstop: .*backstop_ratio"):
+        Liquidation(depth, jnp.asarray(0.005), backstop_ratio=jnp.asarray(0.5), backstop=False)
+    with pytest.raises(ValueError, match="^throttled: .*throttle"):
+        Liquidation(depth, jnp.asarray(0.005), throttled=True)

@@ -1,7 +1,4 @@
-"""Stress dynamics and liquidation cascades.
-
-Everything here plugs into the engine's step (``engine._step``); each piece is
-optional and costs nothing when it is off.
+"""Liquidation cascades: permanent price impact of forced flow, and episode bookkeeping.
 
 * ``Impact`` closes the loop between liquidations and prices. The book's net
   forced flow in an asset over a step, ``Q`` (USD, + = buys), moves the log
@@ -9,7 +6,7 @@ optional and costs nothing when it is off.
 
       dlog S = sign(Q) * psi * d0 * (|Q| / D)^e
 
-  with ``D`` the depth within ``d0`` of mid (``DepthModel``, after decay),
+  with ``D`` the depth within ``d0`` of mid (``depth.DepthModel``, after decay),
   ``psi`` the share of the walk's far edge the price keeps once the book
   refills (``permanent_fraction``) and ``e`` = 1 (``linear``, Almgren-Chriss's
   permanent impact linear in volume), 0.5 (``sqrt``, the square-root law of
@@ -18,14 +15,6 @@ optional and costs nothing when it is off.
   price is the next step's true price, so it reaches the index, the mark,
   funding and every account's margin: forced flow can trigger the next
   liquidations (a cascade).
-* ``Regimes``: calm / stress correlation (and vol and depth multipliers),
-  switching by a Markov chain, on a market-wide selloff (the equal-weighted log
-  price falls ``drawdown`` below its EWMA), or on a schedule.
-* ``Garch``: GARCH(1,1) variance ratio on each asset's diffusion, in
-  variance-targeting form (unconditional variance = the configured vol).
-* ``Schedule``: deterministic time-indexed scenario inputs: shocks added to
-  the log returns (or a replayed real path instead of them), depth bursts,
-  oracle freezes, forced stress windows.
 * ``CascadeMonitor``: episodes of chained liquidation rounds (rounds no more
   than ``window`` steps apart), their sizes, the units that start them, and the
   price drawdown with and without feedback on the same random path. The
@@ -33,11 +22,12 @@ optional and costs nothing when it is off.
   regime switch or GARCH, whose state follows the moved price, it is the
   same draws rather than an exact feedback-free rerun (run without the
   ``cascade`` impact for that).
+
+Both plug into the engine's step (``engine.step.step``) through ``cascade_step``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import equinox as eqx
@@ -48,7 +38,6 @@ import numpy as np
 from ._validate import concrete, nonneg
 
 IMPACT_LAWS = {"linear": 1.0, "sqrt": 0.5, "power": None}
-SWITCHES = ("markov", "shock", "schedule")
 # Cascade-size histogram: half-decade bins of episode notional from $1k to $10bn (plus under / over).
 CASCADE_EDGES = tuple(float(x) for x in 10.0 ** np.arange(3.0, 10.01, 0.5))
 
@@ -76,127 +65,6 @@ class Impact(eqx.Module):
         q = jnp.abs(flow_usd) / depth_usd
         reach = jnp.sqrt(q) if self.exponent == 0.5 else q**self.exponent
         return jnp.sign(flow_usd) * self.permanent_fraction * self.depth_distance * reach
-
-
-class Garch(eqx.Module):
-    """GARCH(1,1) on the diffusion variance ratio ``v2`` (mean 1), per step:
-
-        v2' = (1 - a - b) + a * z2 + b * v2,   z2 = r^2 / (vol^2 dt)
-
-    with ``r`` the step's diffusion log return divided by the stress regime's vol multiplier (the
-    regime scales the vol on top of GARCH; fed back it would make the variance explode in
-    stress whenever ``a (m^2 - 1) > 1 - a - b``). Parameters fitted at a bar of
-    ``m`` steps (e.g. hourly bars, minute steps: m = 60) are mapped to the step
-    by keeping the persistence per unit time, ``a + b = (alpha + beta)^(1/m)``,
-    and the response to a bar's worth of squared returns, ``a = alpha / m``
-    (first-order temporal aggregation; exact as m -> 1).
-    """
-
-    alpha: jax.Array  # (assets,) per step
-    beta: jax.Array  # (assets,) per step
-
-    def __check_init__(self):
-        if concrete(self.alpha, self.beta):
-            a, b = nonneg("alpha", self.alpha), nonneg("beta", self.beta)
-            if np.any(a + b >= 1):
-                raise ValueError(f"alpha + beta: must be < 1 for a finite variance (got {(a + b).tolist()})")
-
-    @staticmethod
-    def per_step(alpha, beta, bar_steps: float):
-        """Per-step (a, b) from (alpha, beta) fitted on bars of ``bar_steps`` steps (numpy)."""
-        alpha, beta = np.asarray(alpha, np.float64), np.asarray(beta, np.float64)
-        if np.any(alpha < 0) or np.any(beta < 0):
-            raise ValueError(f"alpha, beta: must be >= 0 (got {alpha.tolist()}, {beta.tolist()})")
-        if np.any(alpha + beta >= 1):
-            raise ValueError(f"alpha + beta: must be < 1 (got {(alpha + beta).tolist()})")
-        a = alpha / bar_steps
-        return a, (alpha + beta) ** (1.0 / bar_steps) - a
-
-    def update(self, v2, z2):
-        return (1.0 - self.alpha - self.beta) + self.alpha * z2 + self.beta * v2
-
-
-class Regimes(eqx.Module):
-    """Calm / stress regime of the whole market.
-
-    In stress the correlation factor is ``stress_factor`` (validated PSD), the
-    diffusion vol is multiplied by ``vol_multiplier`` and book depth by
-    ``depth_factor``. ``switch``:
-
-    * ``markov``: enter with probability ``p_enter``, leave with ``p_exit`` per step;
-    * ``shock``: enter when the equal-weighted log price falls ``drawdown`` below
-      its EWMA (weight ``ref_alpha`` per step), leave when it is back within
-      ``drawdown / 2`` (hysteresis, so the regime does not flicker);
-    * ``schedule``: only where the scenario schedule forces it.
-    A schedule's stress windows apply with any switch.
-    """
-
-    stress_factor: jax.Array
-    vol_multiplier: jax.Array
-    depth_factor: jax.Array
-    p_enter: jax.Array
-    p_exit: jax.Array
-    drawdown: jax.Array
-    ref_alpha: jax.Array
-    switch: str = eqx.field(static=True, default="shock")
-
-    def __check_init__(self):
-        if self.switch not in SWITCHES:
-            raise ValueError(f"switch: must be one of {SWITCHES} (got {self.switch!r})")
-        if concrete(self.vol_multiplier, self.depth_factor, self.p_enter, self.p_exit, self.drawdown):
-            from ._validate import positive
-
-            positive("vol_multiplier", self.vol_multiplier)
-            positive("depth_factor", self.depth_factor)
-            for name, p in (("p_enter", self.p_enter), ("p_exit", self.p_exit)):
-                if not (0 <= float(p) <= 1):
-                    raise ValueError(f"{name}: must be a probability per step in [0, 1] (got {float(p)})")
-            nonneg("drawdown", self.drawdown)
-
-    def next(self, stress, u, level, ref):
-        """Regime for the next step and the updated EWMA reference."""
-        if self.switch == "markov":
-            return jnp.where(stress, u >= self.p_exit, u < self.p_enter), ref
-        if self.switch == "shock":
-            ref = ref + self.ref_alpha * (level - ref)
-            gap = level - ref
-            return jnp.where(stress, gap < -0.5 * self.drawdown, gap < -self.drawdown), ref
-        return jnp.zeros_like(stress), ref
-
-
-class Schedule(eqx.Module):
-    """Deterministic inputs by step (row ``t - 1`` applies at step ``t``); None = not used.
-
-    Attributes:
-        log_return: (steps, assets) added to the simulated log returns (shocks), or,
-            with ``replace``, the whole exogenous log return (a replayed real path).
-        depth: (steps, assets) factor on book depth (cancel bursts).
-        frozen: (steps,) the oracle keeps its last value (oracle freeze).
-        stress: (steps,) stress regime forced on.
-    """
-
-    log_return: jax.Array | None = None
-    depth: jax.Array | None = None
-    frozen: jax.Array | None = None
-    stress: jax.Array | None = None
-    replace: bool = eqx.field(static=True, default=False)
-
-    def __check_init__(self):
-        if self.replace and self.log_return is None:
-            raise ValueError("replace: a replayed path needs its log returns")
-        if concrete(*(x for x in (self.log_return, self.depth) if x is not None)):
-            if self.log_return is not None and not np.all(np.isfinite(np.asarray(self.log_return))):
-                raise ValueError("log_return: must be finite")
-            if self.depth is not None and not np.all(np.asarray(self.depth) > 0):
-                raise ValueError("depth: factors must be > 0")
-
-    @staticmethod
-    def at(table, t):
-        return None if table is None else table[t - 1]
-
-    @property
-    def empty(self) -> bool:
-        return all(x is None for x in (self.log_return, self.depth, self.frozen, self.stress))
 
 
 class CascadeMonitor(eqx.Module):
@@ -275,5 +143,15 @@ def drawdown_fraction(log_drawdown):
     return -np.expm1(-np.asarray(log_drawdown, np.float64))
 
 
-def ref_alpha_from_halflife(halflife_steps: float) -> float:
-    return 1.0 - 0.5 ** (1.0 / halflife_steps) if math.isfinite(halflife_steps) else 0.0
+def cascade_step(impact: Impact | None, mon: CascadeMonitor, c: CascadeState, t, x, flow, depth, executed,
+                 notional):
+    """One step of feedback and bookkeeping: (next step's log price, updated ``CascadeState``).
+
+    ``flow``: (assets,) net forced flow (USD, + = buys) and ``depth``: (assets,) depth within d0 after
+    decay, both only used (and None allowed) without ``impact``; the other arguments as ``cascade_update``.
+    """
+    move, x_next = jnp.zeros_like(x), x
+    if impact is not None:
+        move = impact.log_move(flow, depth)
+        x_next = x + move
+    return x_next, cascade_update(mon, c, t, x, move, executed, notional)

@@ -1,0 +1,75 @@
+"""The jitted kernels: one path (a scan of ``step``), a chunk of paths (vmap), and the market alone.
+
+Randomness is keyed by position: path ``i`` uses ``fold_in(key, i)``, step ``t`` uses
+``fold_in(path_key, t)``, and each component draws from its own sub-key of that. A path's result
+therefore does not depend on how paths are chunked.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .. import random as R
+from ..cascade import cascade_finish
+from ..layout import positions
+from ..sparse import DEFAULT_CAPACITY
+from .model import RiskModel, draw, draw_spec
+from .outputs import PathOutcome
+from .state import initial_equity, initial_state, market_step
+from .step import step
+
+
+@eqx.filter_jit
+def price_returns(model: RiskModel, key, start, count: int) -> jax.Array:
+    """Per-step exogenous log returns, (count, steps, assets), of paths ``start .. start+count-1``:
+    the market step of ``simulate`` (``market_step``, same draws, GARCH, regimes and schedule) with
+    the book held fixed, so no feedback. For checking the fitted market against data (``fit``)."""
+    P = positions(model)
+    spec = draw_spec(model)
+
+    def path(pkey):
+        def one(m, t):
+            mk = market_step(model, P, R.split(draw(model, pkey, t), spec), m, t, P.size).state
+            return mk, mk.x - m.x
+
+        m0 = initial_state(model, P, pkey).market
+        return jax.lax.scan(one, m0, jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32))[1]
+
+    return jax.vmap(path)(R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32)))
+
+
+def simulate_path(model: RiskModel, path_key, *, unroll: int = 1, sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
+    """Simulate one path (vmap this over path keys)."""
+    P = positions(model)
+    s0 = initial_state(model, P, path_key)
+    ts = jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32)
+    s, _ = jax.lax.scan(lambda c, t: (step(model, P, path_key, c, t, sparse), None), s0, ts, unroll=unroll)
+    casc = None if s.cascade is None else cascade_finish(s.cascade)
+    b = s.book
+    size_T = P.size * b.open[P.unit] if model.liquidation.full_only else b.size
+    equity_T = b.collateral + P.unit_sum(size_T * (s.market.mark[P.asset] - P.entry))
+    loss = initial_equity(model) - equity_T
+    acct = s.acct
+    if not model.liquidation.counts_events:
+        acct = acct._replace(liq_events=(acct.liq_step > 0).astype(jnp.int32))
+    return PathOutcome(loss=loss, acct=acct, venue=s.venue, log_return=s.market.x - jnp.log(model.prices.s0),
+                       cascade=casc)
+
+
+@eqx.filter_jit
+def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
+                   sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
+    """The jitted entry point: ``count`` paths starting at global path index ``start``.
+
+    Args:
+        model: the validated model.
+        key: uint32[2] seed key (``random.seed_key(seed)``).
+        start: index of the first path (uint32 scalar; a traced value, so chunks share one compile).
+        count: number of paths (static).
+        sparse: largest share of the chunk's paths whose liquidations run compacted at a step
+            (``sparse.where_active``; 0 runs them densely). Results do not depend on it.
+    """
+    keys = R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32))
+    return jax.vmap(lambda k: simulate_path(model, k, unroll=unroll, sparse=sparse))(keys)

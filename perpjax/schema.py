@@ -1,0 +1,451 @@
+"""The config file's typed schema (pydantic v2): keys, types, defaults, choices and bounds.
+
+Every section forbids unknown keys, every number must be finite, YAML 1.1 number strings
+(``1e-4``, which PyYAML reads as a string) are read as numbers, and an integral float is
+accepted where an integer is required (``paths: 1e6``). Errors become one ``ConfigError``
+line naming the dotted path of the field (``ladders.BTC[2].mmr``) and the rule broken.
+
+What a value means for the model (a correlation positive semi-definite, a ladder monotone, a
+liquidation mode known) is checked once, by the Module it builds (``__check_init__``), not here.
+This module imports nothing from the package, so any module may import it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+
+class ConfigError(ValueError):
+    """A config value breaks a rule; the message names the field."""
+
+
+def _err(kind: str, rule: str, value=None):
+    got = "" if value is None else f" (got {type(value).__name__} {value!r})"
+    return PydanticCustomError(kind, rule + got.replace("{", "{{").replace("}", "}}"))
+
+
+def _number(v):
+    if isinstance(v, str):
+        try:  # YAML 1.1 reads "1e-4" as a string
+            v = float(v)
+        except ValueError:
+            raise _err("number", "must be a number", v) from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _err("number", "must be a number", v)
+    if not math.isfinite(v):
+        raise PydanticCustomError("finite", f"must be a finite number (got {v})")
+    return float(v)
+
+
+def _integer(v):
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise _err("integer", "must be an integer", v) from None
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _err("integer", "must be an integer", v)
+    return v
+
+
+def _strict(kind: type, word: str):
+    def check(v):
+        if not isinstance(v, kind) or (kind is not bool and isinstance(v, bool)):
+            raise _err(word, f"must be a {word}", v)
+        return v
+    return check
+
+
+def _per_asset(v):
+    """One number for every asset, or a list of one per asset (the length is checked with the assets)."""
+    if isinstance(v, list):
+        return [_number(x) for x in v]
+    return _number(v)
+
+
+def _assets_choice(v):
+    if v == "all" or isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)):
+        return v
+    raise _err("assets", "must be 'all', an asset name or a list of asset names", v)
+
+
+Num = Annotated[float, BeforeValidator(_number)]
+Int = Annotated[int, BeforeValidator(_integer)]
+Bool = Annotated[bool, BeforeValidator(_strict(bool, "boolean"))]
+Str = Annotated[str, BeforeValidator(_strict(str, "string"))]
+PerAsset = Annotated[Any, BeforeValidator(_per_asset)]
+Assets = Annotated[Any, BeforeValidator(_assets_choice)]
+NumList = Annotated[list, BeforeValidator(lambda v: [_number(x) for x in _strict(list, "list")(v)])]
+NumMatrix = Annotated[list, BeforeValidator(lambda v: [[_number(x) for x in _strict(list, "list")(r)]
+                                                       for r in _strict(list, "list")(v)])]
+
+
+def _time(v):
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise _err("time", "must be a date or unix seconds", v)
+    return v
+
+
+class Section(BaseModel):
+    """A config mapping: unknown keys and non-mappings refused, a null value means the default."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, d):
+        if not isinstance(d, dict):
+            raise _err("mapping", "must be a mapping", d)
+        unknown = sorted(set(d) - set(cls.model_fields))
+        if unknown:
+            raise PydanticCustomError("unknown_key", "unknown key (allowed: {allowed})",
+                                      {"key": str(unknown[0]), "allowed": ", ".join(sorted(cls.model_fields))})
+        return {k: v for k, v in d.items() if v is not None}
+
+
+class Time(Section):
+    step_seconds: Num = Field(gt=0)
+    horizon_seconds: Num = Field(gt=0)
+
+
+class Asset(Section):
+    name: Str
+    price: Num = Field(gt=0)
+    vol: Num = Field(ge=0)
+    drift: Num = 0.0
+    depth_usd: Num = Field(gt=0)
+    spread: Num = Field(0.0, ge=0)
+    basis_mean: Num = 0.0
+
+
+class Innovations(Section):
+    kind: Str = "gaussian"
+    nu: Num = 5.0
+
+
+class Jumps(Section):
+    intensity_per_year: PerAsset
+    mean: PerAsset
+    std: PerAsset
+
+
+class Oracle(Section):
+    update_every_seconds: Num | None = None
+
+
+class Mark(Section):
+    kind: Str = "index"
+    window_seconds: Num = 150.0
+
+
+class Basis(Section):
+    stationary_std: Num = 0.0
+    half_life_seconds: Num = 3600.0
+    crowding: PerAsset = 0.0
+
+
+class Funding(Section):
+    enabled: Bool = True
+    interval_seconds: Num = 28800.0
+    interest: Num = 1e-4
+    clamp: Num = 5e-4
+    cap: Num = 7.5e-3
+    quantum: Num = 0.0
+    rounding: Str = "nearest"
+    price: Str = "mark"
+    weighting: Str = "linear"
+    scale: Num = 1.0
+
+
+class Tier(Section):
+    floor: Num
+    mmr: Num
+    imr: Num
+
+
+class Liquidation(Section):
+    check_every_seconds: Num | None = None
+    bridge: Bool = False
+    fee_rate: Num = 0.005
+    depth_distance: Num = 0.005
+    impact_exponent: Num = 0.5
+    mode: Str = "full"
+    buffer: Num = 0.02
+    fraction: Num = 0.2
+    fraction_above_notional: Num = 100_000.0
+    cooldown_seconds: Num = 0.0
+    adl: Bool = False
+    backstop_fraction_of_mm: Num = 0.0
+    delay_seconds: Num = 0.0
+    throttle_notional_per_step: Num = 0.0
+    fairness: Bool = False
+    ledger: Bool = False
+    forced_cost: Num = 0.0
+    depth_vol_elasticity: Num = 0.0
+    depth_floor: Num = 0.1
+    depth_vol_halflife_seconds: Num = 900.0
+
+
+class CircuitBreaker(Section):
+    move: Num
+    window_seconds: Num
+    halt_seconds: Num
+
+
+class Guardrails(Section):
+    circuit_breaker: CircuitBreaker | None = None
+    enforce_initial_margin: Bool = False
+    open_interest_limit: dict[str, Annotated[float, BeforeValidator(_number), Field(gt=0)]] | None = None
+
+
+class Position(Section):
+    asset: Str
+    size: Num
+    entry: Num = Field(gt=0)
+    margin: Num | None = None
+
+
+class Account(Section):
+    id: Str
+    mode: Literal["cross", "isolated"] = "cross"
+    collateral: Num | None = Field(None, ge=0)
+    positions: list[Position]
+
+
+class Generate(Section):
+    n_accounts: Int = Field(ge=1)
+    seed: Int = 0
+    leverage: NumList = [2, 5, 10, 20]
+    leverage_weights: NumList = [0.3, 0.3, 0.25, 0.15]
+    long_fraction: Num = 0.55
+    notional_median: Num = 50_000.0
+    notional_sigma: Num = 1.5
+    isolated_fraction: Num = 0.2
+    entry_dispersion: Num = 0.02
+
+
+class Book(Section):
+    accounts: list[Account] = []
+    csv: Str | None = None
+    generate: Generate | None = None
+
+
+class Cascade(Section):
+    impact: Str = "sqrt"
+    permanent_fraction: Num = Field(0.5, ge=0)
+    impact_exponent: Num | None = None
+    window_seconds: Num = 300.0
+
+
+class Regimes(Section):
+    stress_correlation: NumMatrix
+    switch: Str = "shock"
+    drawdown: Num = Field(0.05, ge=0)
+    reference_halflife_seconds: Num = Field(21600.0, ge=0)
+    enter_rate_per_day: Num = Field(0.1, ge=0)
+    exit_rate_per_day: Num = Field(4.0, ge=0)
+    vol_multiplier: PerAsset = 1.0
+    depth_factor: PerAsset = 1.0
+
+
+class Garch(Section):
+    alpha: PerAsset
+    beta: PerAsset
+    fitted_seconds: Num = Field(3600.0, gt=0)
+
+
+class Window(Section):
+    start_seconds: Num = Field(ge=0)
+    duration_seconds: Num
+
+
+class Shock(Window):
+    assets: Assets = "all"
+    return_: Num = Field(alias="return", gt=-1)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, d):
+        if not isinstance(d, dict):
+            raise _err("mapping", "must be a mapping", d)
+        allowed = {"assets", "start_seconds", "duration_seconds", "return"}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise PydanticCustomError("unknown_key", "unknown key (allowed: {allowed})",
+                                      {"key": str(unknown[0]), "allowed": ", ".join(sorted(allowed))})
+        return {k: v for k, v in d.items() if v is not None}
+
+
+class DepthBurst(Window):
+    assets: Assets = "all"
+    factor: Num = Field(gt=0)
+
+
+class Replay(Section):
+    start: Annotated[Any, BeforeValidator(_time)]
+    symbols: dict[str, Any]
+    csv: Str | None = None
+    seed: Int = 0
+    bar_seconds: Num = 3600.0
+
+
+class Events(Section):
+    shocks: list[Shock] = []
+    depth_bursts: list[DepthBurst] = []
+    oracle_freezes: list[Window] = []
+    stress_windows: list[Window] = []
+    replay: Replay | None = None
+
+
+KNOBS = ("mmr", "floors", "fee_rate", "mark_window", "fraction", "buffer")
+Weight = Annotated[float, BeforeValidator(_number), Field(ge=0)]
+Probability = Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
+
+
+class Objective(Section):
+    """Calibration objective: weights of each term (see ``calibrate``)."""
+
+    bad_debt: Weight = 1.0
+    trader_cost: Weight = 0.0
+    liquidations: Weight = 0.0
+    capital: Weight = 0.05
+    fund_es: Weight = 0.0
+    fund_es_level: Probability = 0.99
+    over_liquidation: Weight = 0.0
+    excess_cost: Weight = 0.0
+    exceed_budget: Num | None = Field(None, gt=0)
+    exceed_probability: Probability = 0.001
+    exceed_weight: Weight = 0.0
+    exceed_temperature: Num = Field(0.1, gt=0)
+
+
+class Calibration(Section):
+    """Ladder calibration settings (``perpjax calibrate``)."""
+
+    assets: Literal["all"] | list[Str] = "all"
+    min_mmr: Num = Field(0.001, ge=0)
+    max_mmr: Num = Field(0.25, lt=1)
+    temperature: Num = Field(1e-4, gt=0)
+    paths: Int = Field(2000, ge=1)
+    iterations: Int = Field(100, ge=1)
+    learning_rate: Num = Field(0.05, gt=0)
+    clip_norm: Num = Field(1.0, gt=0)
+    resample: Bool = False
+    checkpoint_every: Int = Field(10, ge=1)
+    patience: Int = Field(25, ge=0)
+    tolerance: Num = Field(1e-4, ge=0)
+    block_steps: Int = Field(60, ge=0)
+    eval_paths: Int = Field(20000, ge=1)
+    seed: Int | None = Field(None, ge=0)
+    tune: list[Literal[KNOBS]] = Field(["mmr"], min_length=1)
+    max_fee_rate: Probability = 0.05
+    chunk_paths: Int = Field(0, ge=0)
+    objective: Objective = Objective()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.min_mmr < self.max_mmr:
+            raise PydanticCustomError("order", f"min_mmr, max_mmr: need 0 <= min_mmr < max_mmr < 1 "
+                                               f"(got {self.min_mmr!r}, {self.max_mmr!r})")
+        if self.chunk_paths and self.paths % self.chunk_paths:
+            raise PydanticCustomError("divide", f"chunk_paths: must divide calibration.paths ({self.paths}), "
+                                                f"got {self.chunk_paths}")
+        if self.objective.fund_es and self.chunk_paths:
+            raise PydanticCustomError("fund_es", "chunk_paths: the fund ES term ranks all paths together; use one "
+                                                 "chunk (chunk_paths: 0) with objective.fund_es")
+        return self
+
+
+class Config(Section):
+    """A whole run: market, venue rules, book, stress and calibration settings."""
+
+    seed: Int = Field(0, ge=0)
+    paths: Int = Field(100_000, ge=1)
+    chunk_size: Literal["auto"] | Annotated[int, BeforeValidator(_integer), Field(ge=1)] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    time: Time
+    assets: list[Asset] = Field(min_length=1)
+    correlation: NumMatrix
+    innovations: Innovations = Innovations()
+    jumps: Jumps | None = None
+    oracle: Oracle = Oracle()
+    mark: Mark = Mark()
+    basis: Basis = Basis()
+    funding: Funding = Funding()
+    ladders: dict[str, Annotated[list[Tier], Field(min_length=1)]]
+    liquidation: Liquidation = Liquidation()
+    insurance_fund: Num = Field(0.0, ge=0)
+    book: Book
+    guardrails: Guardrails = Guardrails()
+    description: Str = ""
+    cascade: Cascade | None = None
+    regimes: Regimes | None = None
+    garch: Garch | None = None
+    events: Events | None = None
+    calibration: Calibration | None = None
+
+
+def _where(loc, err) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "literal[", "int", "list[", "constrained")):
+            continue  # pydantic's tag of one alternative of a union, not a config key
+        else:
+            out += ("." if out else "") + str(part)
+    if err["type"] == "unknown_key":
+        out += ("." if out else "") + err["ctx"]["key"]
+    return out
+
+
+_RULES = {
+    "missing": lambda e: "required",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']} (got {e['input']})",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']} (got {e['input']})",
+    "less_than": lambda e: f"must be < {e['ctx']['lt']} (got {e['input']})",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']} (got {e['input']})",
+    "too_short": lambda e: f"must have at least {e['ctx']['min_length']} item(s)",
+    "literal_error": lambda e: ("must be one of " if e["ctx"]["expected"].count("'") > 4 else "must be ")
+    + f"{e['ctx']['expected']} (got {e['input']!r})",
+    "list_type": lambda e: f"must be a list (got {type(e['input']).__name__} {e['input']!r})",
+    "dict_type": lambda e: f"must be a mapping (got {type(e['input']).__name__} {e['input']!r})",
+    "model_type": lambda e: f"must be a mapping (got {type(e['input']).__name__} {e['input']!r})",
+    "int_type": lambda e: f"must be an integer (got {type(e['input']).__name__} {e['input']!r})",
+    "string_type": lambda e: f"must be a string (got {type(e['input']).__name__} {e['input']!r})",
+}
+
+
+def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first error of a pydantic validation as one line: ``dotted.path: rule (got value)``."""
+    errs = exc.errors(include_url=False)
+    # a field typed "A or B" reports one error per alternative: the most specific (longest path) says most
+    e = max(errs, key=lambda x: (x["type"] not in ("literal_error", "int_type", "model_type"), len(x["loc"])))
+    rule = _RULES.get(e["type"], lambda e: e["msg"])(e)
+    where = ".".join(x for x in (prefix, _where(e["loc"], e)) if x).replace(".[", "[")
+    if not where:
+        return ConfigError(rule)
+    # a cross-field rule names its fields itself ("min_mmr, max_mmr: ...")
+    return ConfigError(f"{where}.{rule}" if e["type"] in ("order", "divide", "fund_es") else f"{where}: {rule}")
+
+
+def validate(model: type[BaseModel], data, prefix: str = ""):
+    """``model.model_validate(data)``, with a ``ConfigError`` naming the field on failure."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, prefix) from None
+
+
+def defaults(model: type[BaseModel]) -> dict:
+    """The default value of every optional field of a section, as plain data."""
+    return {k: (f.default.model_dump(by_alias=True) if isinstance(f.default, BaseModel) else f.default)
+            for k, f in model.model_fields.items() if not f.is_required()}
