@@ -61,7 +61,7 @@ import optax
 import pandas as pd
 
 from . import random as R
-from . import schema
+from .config import schema
 from .engine import RiskModel, draw, draw_spec, initial_state, margin, market_step, positions
 from .margin import Ladder
 

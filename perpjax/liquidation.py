@@ -30,7 +30,6 @@ from .depth import DepthModel as DepthModel
 from .insurance import Cover, cover_bad_debt
 from .layout import as_spreader, exact_dot
 
-
 MODES = ("full", "buffer", "tier_step", "fraction")
 
 

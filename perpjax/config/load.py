@@ -1,0 +1,157 @@
+"""Reading configs: YAML files with ``extends``, ``--set`` overrides, packaged scenarios, and the schema
+check that fills defaults (``resolve``)."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..venues import preset_ladder
+from . import schema
+from .schema import ConfigError
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("perpjax") / "configs" / "default.yaml"))
+
+
+def scenarios_dir() -> Path:
+    return default_config_path().parent / "scenarios"
+
+
+def list_scenarios() -> list[tuple[str, str]]:
+    """(name, description) of every packaged scenario, sorted by name."""
+    out = []
+    for p in sorted(scenarios_dir().glob("*.yaml")):
+        raw = yaml.safe_load(p.read_text()) or {}
+        out.append((p.stem, str(raw.get("description", ""))))
+    return out
+
+
+def apply_scenario(cfg: dict, name: str) -> dict:
+    """``cfg`` with the named packaged scenario merged over it (its ``extends`` ignored):
+    the scenario's events, regimes, cascade and other keys apply to any config."""
+    p = scenarios_dir() / f"{name}.yaml"
+    if not p.is_file():
+        names = ", ".join(n for n, _ in list_scenarios())
+        raise ConfigError(f"--scenario {name}: no such scenario (available: {names})")
+    raw = yaml.safe_load(p.read_text())
+    raw.pop("extends", None)
+    return deep_merge(cfg, raw)
+
+
+def _parse_value(text):
+    return yaml.safe_load(text)
+
+
+def apply_overrides(cfg: dict, overrides) -> dict:
+    """Apply ``a.b.0.c=value`` overrides (value parsed as YAML)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value")
+        path, text = item.split("=", 1)
+        keys = path.split(".")
+        node = cfg
+        for i, k in enumerate(keys):
+            last = i == len(keys) - 1
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ConfigError(f"{'.'.join(keys[:i + 1])}: no such list index")
+                k = int(k)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(keys[:i + 1])}: cannot set inside a {type(node).__name__}")
+            if last:
+                node[k] = _parse_value(text)
+            else:
+                if isinstance(node, dict) and k not in node:
+                    node[k] = {}
+                node = node[k]
+    return cfg
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists included) replaces."""
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(p: Path, chain=()) -> dict:
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: not valid YAML ({p}): {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: top level of {p} must be a mapping")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"extends: must be 'default' or a path to a config (got {base!r}) in {p}")
+    bp = default_config_path() if base == "default" else (p.parent / base).resolve()
+    if bp in chain or len(chain) > 8:
+        raise ConfigError(f"extends: configs extend each other in a cycle ({' -> '.join(map(str, (*chain, bp)))})")
+    return deep_merge(_read_yaml(bp, (*chain, p.resolve())), raw)
+
+
+def load_config(path=None, overrides=()) -> dict:
+    """Read a YAML config (the packaged default when ``path`` is None) and apply overrides.
+
+    A config may start with ``extends: default`` (or a path relative to it): it is
+    then the base config with this file's keys merged over it (mappings merge key
+    by key; lists such as ``book.accounts`` or ``correlation`` replace).
+    """
+    p = Path(path) if path is not None else default_config_path()
+    return apply_overrides(_read_yaml(p), overrides)
+
+
+def resolve(cfg: dict) -> dict:
+    """Check the whole config against the schema (``schema.Config``) and fill defaults (no models built).
+
+    Ladder presets (``"venue:SYMBOL"``) are expanded first; the result is plain data.
+    """
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: top level must be a mapping")
+    cfg = dict(cfg)
+    if isinstance(cfg.get("ladders"), dict):
+        cfg["ladders"] = {name: _preset(name, tiers) for name, tiers in cfg["ladders"].items()}
+    c = schema.validate(schema.Config, cfg).model_dump(by_alias=True)
+    names = [a["name"] for a in c["assets"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"assets: names must be unique (got {names})")
+    for name in names:
+        if name not in c["ladders"]:
+            raise ConfigError(f"ladders.{name}: required (one ladder per asset)")
+    extra = sorted(set(c["ladders"]) - set(names))
+    if extra:
+        raise ConfigError(f"ladders.{extra[0]}: not an asset (assets: {', '.join(names)})")
+    return c
+
+
+def _preset(name: str, tiers):
+    """A ladder given as a venue preset (``"binance_usdm:BTCUSDT"``) -> its tiers."""
+    if not isinstance(tiers, str):
+        return tiers
+    try:
+        return preset_ladder(tiers)
+    except ValueError as e:
+        raise ConfigError(f"ladders.{name}: {e}") from None
+
+
+def resolve_calibration(c: dict) -> dict:
+    """The ``calibration`` section of a resolved config, checked (``schema.Calibration``), defaults filled."""
+    cal = schema.validate(schema.Calibration, c.get("calibration") or {}, "calibration").model_dump()
+    names = c["asset_names"]
+    if cal["assets"] != "all":
+        for a in cal["assets"]:
+            if a not in names:
+                raise ConfigError(f"calibration.assets: unknown asset {a!r} (assets: {', '.join(names)})")
+    return cal
+
