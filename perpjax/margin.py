@@ -26,6 +26,47 @@ import numpy as np
 
 from ._validate import concrete, finite
 
+# The ladder rules, each implemented once. A rule returns where (..., tiers) arrays break it (True =
+# broken; several padded assets at once); ``tol`` forgives rounding in iterates (calibration).
+# ``validate_tiers`` (configs, ``Ladder``, venue brackets) and the calibration's ``check_ladder``
+# state them with their own messages.
+
+
+def floor_breaks(floors, *, strict: bool = True, tol: float = 0.0):
+    """Floors increasing from 0: index 0 is broken when the first floor is not 0, index k when floor k
+    is not above floor k-1 (``strict``) or below it by more than ``tol`` (padded tiers repeat a floor)."""
+    f = np.asarray(floors)
+    d = np.diff(f, axis=-1)
+    return np.concatenate([f[..., :1] != 0, d <= 0 if strict else d < -tol], axis=-1)
+
+
+def rate_breaks(mmr, *, tol: float = 0.0):
+    """Maintenance rates non-decreasing across tiers: index k broken when rate k is below rate k-1 (- tol)."""
+    m = np.asarray(mmr)
+    return np.concatenate([np.zeros_like(m[..., :1], bool), np.diff(m, axis=-1) < -tol], axis=-1)
+
+
+def order_breaks(mmr, imr):
+    """Maintenance below initial margin: broken where mmr >= imr."""
+    return np.asarray(mmr) >= np.asarray(imr)
+
+
+def imr_cap_breaks(imr, *, tol: float = 0.0):
+    """Initial margin rate at most 1 (full collateral): broken where imr > 1 + tol."""
+    return np.asarray(imr) > 1 + tol
+
+
+def bound_breaks(rate, lo, hi, *, tol: float = 0.0):
+    """A rate inside its bounds ``[lo, hi]`` (+- tol): broken where outside."""
+    r = np.asarray(rate)
+    return (r < np.asarray(lo) - tol) | (r > np.asarray(hi) + tol)
+
+
+def validate_rate_range(name: str, lo: float, hi: float) -> None:
+    """Bounds a maintenance rate may take under the rules (rates >= 0, mmr < imr <= 1): 0 <= lo < hi < 1."""
+    if not (0 <= lo < hi < 1):
+        raise ValueError(f"{name}: need 0 <= min < max < 1 (got {lo}, {hi})")
+
 
 def validate_tiers(name: str, floors, mmr, imr) -> None:
     """Check one asset's tiers; raises ValueError naming ``name`` and the rule."""
@@ -34,19 +75,20 @@ def validate_tiers(name: str, floors, mmr, imr) -> None:
         finite(f"{name}.{lab}", a)
     if f.size == 0:
         raise ValueError(f"{name}: needs at least one tier")
-    if f[0] != 0:
+    fb = floor_breaks(f)
+    if fb[0]:
         raise ValueError(f"{name}.floor: the first tier must start at notional 0 (got {f[0]})")
-    if np.any(np.diff(f) <= 0):
+    if np.any(fb):
         raise ValueError(f"{name}.floor: floors must be strictly increasing (got {f.tolist()})")
     if np.any(m < 0) or np.any(i < 0):
         raise ValueError(f"{name}: rates must be >= 0 (mmr {m.tolist()}, imr {i.tolist()})")
-    if np.any(np.diff(m) < 0):
+    if np.any(rate_breaks(m)):
         raise ValueError(f"{name}.mmr: maintenance rates must be non-decreasing across tiers (got {m.tolist()})")
-    bad = np.nonzero(m >= i)[0]
+    bad = np.nonzero(order_breaks(m, i))[0]
     if bad.size:
         k = int(bad[0])
         raise ValueError(f"{name}: tier {k} has mmr {m[k]} >= imr {i[k]}; maintenance must be below initial margin")
-    if np.any(i > 1):
+    if np.any(imr_cap_breaks(i)):
         raise ValueError(f"{name}.imr: initial margin rate must be <= 1 (got {i.tolist()})")
 
 
@@ -57,6 +99,14 @@ def continuity_amounts(floors, mmr):
     steps = floors[..., 1:] * d
     zero = xp.zeros(steps.shape[:-1] + (1,), dtype=steps.dtype)
     return xp.cumsum(xp.concatenate([zero, steps], axis=-1), axis=-1)
+
+
+def validate_continuity(name: str, floors, mmr, cum, *, rtol: float = 1e-9, atol: float = 1e-6) -> None:
+    """Check stated continuity amounts (a venue's published ``cum``) against the recursion."""
+    f, m, c = (np.asarray(x, np.float64) for x in (floors, mmr, cum))
+    derived = continuity_amounts(f, m)
+    if c.shape != derived.shape or not np.allclose(derived, c, rtol=rtol, atol=atol):
+        raise ValueError(f"{name}: published cum {c.tolist()} disagrees with the recursion {derived.tolist()}")
 
 
 class Ladder(eqx.Module):

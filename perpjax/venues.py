@@ -21,13 +21,13 @@ against published worked examples:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
 import yaml
 
-from .margin import continuity_amounts
+from .margin import validate_continuity, validate_tiers
 
 VENUES = ("binance_usdm", "hyperliquid", "dydx_v4")
 
@@ -42,13 +42,23 @@ def load_preset(venue: str) -> dict:
 
 @dataclass(frozen=True)
 class Brackets:
-    """One symbol's tiers: floors (USD notional), maintenance rates, max leverage, continuity amounts."""
+    """One symbol's tiers: floors (USD notional), maintenance rates, max leverage, continuity amounts.
+
+    A venue's published table, kept as published (max leverage, ``cum``) for the venues' own
+    formulas; checked on construction by the margin module's rules (``margin.validate_tiers``,
+    with IMR = 1 / max leverage, and ``margin.validate_continuity`` for ``cum``), errors naming ``name``.
+    """
 
     floors: np.ndarray
     mmr: np.ndarray
     max_leverage: np.ndarray
     cum: np.ndarray
     max_notional: float = math.inf  # cap of the last bracket (a position above it cannot be opened)
+    name: str = field(default="brackets", compare=False)
+
+    def __post_init__(self):
+        validate_tiers(self.name, self.floors, self.mmr, self.imr)
+        validate_continuity(self.name, self.floors, self.mmr, self.cum)
 
     @property
     def imr(self) -> np.ndarray:
@@ -68,7 +78,7 @@ class Brackets:
 
 
 def brackets(venue: str, symbol: str) -> Brackets:
-    """A symbol's brackets from a preset; the published ``cum`` is checked against the recursion."""
+    """A symbol's brackets from a preset (checked: tiers, and the published ``cum`` against the recursion)."""
     p = load_preset(venue)
     if venue == "dydx_v4":
         tiers = p["tiers"]
@@ -76,18 +86,14 @@ def brackets(venue: str, symbol: str) -> Brackets:
         if name is None:
             raise ValueError(f"symbol: {symbol!r} not in the dydx_v4 preset (known: {', '.join(p['symbols'])})")
         t = tiers[name]
-        return Brackets(np.array([0.0]), np.array([t["mmf"]]), np.array([1.0 / t["imf"]]), np.array([0.0]))
+        return Brackets(np.array([0.0]), np.array([t["mmf"]]), np.array([1.0 / t["imf"]]), np.array([0.0]),
+                        name=f"{venue}.{symbol}")
     rows = p["symbols"].get(symbol)
     if rows is None:
         raise ValueError(f"symbol: {symbol!r} not in the {venue} preset (known: {', '.join(p['symbols'])})")
     cap = float(p.get("max_notional", {}).get(symbol, math.inf))
-    b = Brackets(*(np.array([float(r[k]) for r in rows]) for k in ("floor", "mmr", "max_leverage", "cum")),
-                 max_notional=cap)
-    derived = continuity_amounts(b.floors, b.mmr)
-    if not np.allclose(derived, b.cum, rtol=1e-9, atol=1e-6):
-        raise ValueError(f"{venue}.{symbol}: published cum {b.cum.tolist()} disagrees with the recursion "
-                         f"{derived.tolist()}")
-    return b
+    return Brackets(*(np.array([float(r[k]) for r in rows]) for k in ("floor", "mmr", "max_leverage", "cum")),
+                    max_notional=cap, name=f"{venue}.{symbol}")
 
 
 def _side(side: str) -> int:

@@ -184,6 +184,28 @@ def test_constraints_hold_and_resume_equals_an_uninterrupted_run(tmp_path):
         C.calibrate(model, space, cal, seed=0, names=names, checkpoint=ck, fingerprint="y")
 
 
+def test_check_ladder_states_the_margin_rules_for_iterates():
+    """Every iterate is checked by the margin module's rules (bounds, monotone rates, MMR < IMR <= 1)."""
+    from perpjax.margin import Ladder
+
+    model = _default_short()
+    space = C.LadderSpace.from_ladder(model.ladder, [0], 0.002, 0.3)
+    C.check_ladder(space.ladder(space.theta_from(np.asarray(space.base_mmr))), space)
+    lad = model.ladder
+    m = np.asarray(lad.mmr).copy()
+    m[0, :] = 0.5  # above the bound 0.3, still a valid ladder (imr stays above)
+    bad = Ladder(lad.floors, jnp.asarray(m), jnp.maximum(lad.imr, 0.6), lad.n_tiers)
+    with pytest.raises(AssertionError, match="a rate left its bounds"):
+        C.check_ladder(bad, space)
+    m = np.asarray(lad.mmr).copy()
+    m[0, 1] = m[0, 0] - 1e-3  # a decreasing rate (built without validation, as a traced iterate would be)
+    bad = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(lad), [lad.floors, jnp.asarray(m), lad.imr])
+    with pytest.raises(AssertionError, match="non-monotone rates"):
+        C.check_ladder(bad, space)
+    with pytest.raises(ValueError, match="calibration.min_mmr, max_mmr: need 0 <= min < max < 1"):
+        C.LadderSpace.from_ladder(model.ladder, [0], 0.3, 0.2)
+
+
 def test_calibrate_command_writes_ladder_history_metrics_and_plots(tmp_path, capsys):
     out = tmp_path / "cal"
     code = main(["calibrate", "--out", str(out), "--set", "time.horizon_seconds=7200", "--set",
@@ -216,8 +238,8 @@ def test_chunked_gradient_equals_the_whole_batch_gradient():
     obj = {**C.OBJECTIVE_DEFAULTS, "exceed_budget": 500.0, "exceed_probability": 0.01, "exceed_weight": 1.0,
            "trader_cost": 1.0}
     cfg = {**C.DEFAULTS, "paths": 128, "temperature": 1e-3, "block_steps": 30}
-    whole = C._chunked_value_and_grad(model, space, obj, cfg, R.seed_key(4), 128, 1)
-    parts = C._chunked_value_and_grad(model, space, obj, cfg, R.seed_key(4), 32, 4)
+    whole = C.chunked_value_and_grad(model, space, obj, cfg, R.seed_key(4), 128, 1)
+    parts = C.chunked_value_and_grad(model, space, obj, cfg, R.seed_key(4), 32, 4)
     j1, t1, g1 = whole(theta, jnp.uint32(0))
     j4, t4, g4 = parts(theta, jnp.uint32(0))
     assert float(t1.exceed) > 0.01  # the penalty is active, so the objective is nonlinear in the terms

@@ -149,3 +149,18 @@ def test_forced_execution_cost_is_superlinear_in_size():
         cost = q * np.asarray(d.slippage(jnp.asarray(q[:, None]))[:, 0])
         cost2 = 2 * q * np.asarray(d.slippage(jnp.asarray(2 * q[:, None]))[:, 0])
         assert np.all(cost2 > 2 * cost)
+
+
+def test_brackets_are_checked_by_the_margin_rules():
+    """A bracket table is checked on construction by ``margin.validate_tiers`` (IMR = 1 / max leverage) and
+    ``margin.validate_continuity`` (published cum against the recursion), errors naming the table."""
+    f, lev = np.array([0.0, 5e4]), np.array([125.0, 100.0])
+    Brackets(f, np.array([0.004, 0.005]), lev, np.array([0.0, 50.0]), name="x.BTC")  # consistent
+    with pytest.raises(ValueError, match=r"x\.BTC: published cum \[0.0, 60.0\] disagrees with the recursion"):
+        Brackets(f, np.array([0.004, 0.005]), lev, np.array([0.0, 60.0]), name="x.BTC")
+    with pytest.raises(ValueError, match=r"x\.BTC\.mmr: maintenance rates must be non-decreasing"):
+        Brackets(f, np.array([0.005, 0.004]), lev, np.array([0.0, -50.0]), name="x.BTC")
+    with pytest.raises(ValueError, match=r"x\.BTC\.floor: floors must be strictly increasing"):
+        Brackets(np.array([0.0, 0.0]), np.array([0.004, 0.005]), lev, np.array([0.0, 0.0]), name="x.BTC")
+    with pytest.raises(ValueError, match="brackets: tier 0 has mmr 0.01 >= imr 0.008"):
+        Brackets(np.array([0.0]), np.array([0.01]), np.array([125.0]), np.array([0.0]))
