@@ -11,6 +11,10 @@ if _FLAG not in _os.environ.get("XLA_FLAGS", ""):
 
 __version__ = "0.1.0"
 
+from .runtime import enable_compilation_cache as _enable_compilation_cache
+
+_enable_compilation_cache()
+
 from .api import Result as Result
 from .api import run as run
 from .config import ConfigError as ConfigError

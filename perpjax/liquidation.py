@@ -192,10 +192,16 @@ class Liquidation(eqx.Module):
         return trigger
 
     @staticmethod
-    def bridge_crossed(P, size, mmr_marginal, mark_p, covariance_dt, gap0, gap1, u):
+    def bridge_crossed(P, size, mmr_marginal, mark_p, covariance_dt, gap0, gap1, u, sd=None):
         """(units,) whether the margin gap crossed zero between two checks: the gap's sensitivity to each
-        asset's log price, its variance over the step, the bridge crossing probability against ``u``."""
+        asset's log price, its variance over the step, the bridge crossing probability against ``u``.
+
+        ``sd``: (assets,) the step's conditional vol scale (``paths.step_covariance``), or None: the
+        step's covariance is then ``covariance_dt`` o (sd sd^T), so the variance is that of the gap's
+        sensitivity scaled by ``sd`` under a covariance shared by all paths (GARCH, regimes, bars)."""
         g = P.by_unit_and_asset((size - jnp.abs(size) * mmr_marginal) * mark_p)
+        if sd is not None:
+            g = g * sd[None, :]
         var = jnp.einsum("ua,ab,ub->u", g, covariance_dt, g)
         return u < bridge_cross_probability(gap0, gap1, var)
 

@@ -5,18 +5,23 @@ Log prices of ``assets`` follow, per step of length ``dt`` (years),
     x_{t+1} = x_t + (mu - sigma^2/2 - lambda*kappa) dt + sigma sqrt(dt) (L eps)_t + J_t
 
 with ``L`` a factor of the correlation matrix (Cholesky when positive definite),
-``eps`` standard normal or multivariate Student-t scaled to unit variance (one
-chi-square mixing variable per step, so correlations are kept and tails are
-jointly heavy), and ``J_t`` a compound-Poisson (Merton) jump with log-normal
-sizes, compensated by ``kappa = E[e^Y] - 1`` so ``mu`` stays the expected return.
+``eps`` a unit-variance innovation (``innovations``: standard normal, multivariate
+Student-t with one chi-square mixing variable per step so tails are jointly heavy,
+or a bootstrapped vector of standardised residuals - filtered historical
+simulation, which carries its own dependence instead of ``L``), and ``J_t`` a
+compound-Poisson (Merton) jump with log-normal sizes, compensated by
+``kappa = E[e^Y] - 1`` so ``mu`` stays the expected return.
 
-On top of it (each optional, costing nothing when off): ``Garch``, a GARCH(1,1)
-variance ratio on each asset's diffusion in variance-targeting form
-(unconditional variance = the configured vol); ``Regimes``, a calm / stress
-correlation (and vol and depth multipliers) switching by a Markov chain, on a
-market-wide selloff (the equal-weighted log price falls ``drawdown`` below its
-EWMA) or on a schedule; and the scenario schedule's shocks or replayed path
-(``scenario.Schedule``). ``price_step`` composes them into one step of the log price.
+On top of it (each optional, costing nothing when off; ``dynamics``): ``Garch``, a
+GARCH(1,1) variance ratio on each asset's diffusion in variance-targeting form
+(unconditional variance = the configured vol; its value at the origin from config
+``market_state``); ``Regimes``, a calm / stress correlation (and vol and depth
+multipliers) switching by a Markov chain, on a market-wide selloff (the
+equal-weighted log price falls ``drawdown`` below its EWMA) or on a schedule; the
+innovations drawn per bar and bridged inside it (``bars``); and the scenario
+schedule's shocks or replayed path (``scenario.Schedule``). ``price_step`` composes
+them into one step of the log price; ``step_covariance`` is that step's conditional
+diffusion covariance (for the barrier-crossing bridge).
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats as _stats
 
+from . import innovations as I
 from . import random as R
 from ._validate import concrete, finite, nonneg, positive, shape
+from .bars import BarState, bar_step
+from .dynamics import Garch, Regimes, step_scale
+from .innovations import INNOVATIONS
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
-INNOVATIONS = ("gaussian", "student_t")
-SWITCHES = ("markov", "shock", "schedule")
 
 
 class TimeGrid(eqx.Module):
@@ -131,6 +138,14 @@ class PriceModel(eqx.Module):
         max_jumps: jumps per step kept by the truncated Poisson draw (static).
         jump_cdf: P(N <= k) for k = 0 .. max_jumps-1 of the per-step jump count,
             (assets, max_jumps); computed once by ``build`` from the intensity and step.
+        residuals: "historical" only: the standardised residual sample (n, assets) that filtered
+            historical simulation resamples (``innovations``); a traced field, so a new sample of
+            the same size does not recompile. ``factor`` is then the sample's correlation factor
+            (used only by Gaussian pieces: the sub-bar bridge noise and the barrier bridge).
+        bar_steps: steps per bar (static). 1: one innovation per step (the diffusion above).
+            m > 1: the innovation is drawn once per bar of ``m`` steps (at the bar, keyed by the bar
+            index) and the steps inside the bar follow a Brownian bridge to the bar's return
+            (``bars.bar_step``), so the bar's distribution does not depend on the step.
     """
 
     s0: jax.Array
@@ -141,10 +156,12 @@ class PriceModel(eqx.Module):
     jump_mean: jax.Array
     jump_std: jax.Array
     jump_cdf: jax.Array | None = None
+    residuals: jax.Array | None = None
     innovations: str = eqx.field(static=True, default="gaussian")
     nu: float = eqx.field(static=True, default=5.0)
     jumps: bool = eqx.field(static=True, default=False)
     max_jumps: int = eqx.field(static=True, default=3)
+    bar_steps: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
         if not concrete(self.s0, self.vol, self.drift, self.factor):
@@ -163,14 +180,25 @@ class PriceModel(eqx.Module):
             raise ValueError(f"innovations: must be one of {INNOVATIONS}, got {self.innovations!r}")
         if self.innovations == "student_t" and not (self.nu > 2 and math.isfinite(self.nu)):
             raise ValueError(f"nu: Student-t degrees of freedom must be > 2 for a finite variance (got {self.nu})")
+        if (self.innovations == "historical") != (self.residuals is not None):
+            raise ValueError("residuals: a residual sample is needed with historical innovations, and only then")
+        if self.residuals is not None:
+            shape("residuals", self.residuals, (np.shape(self.residuals)[0], n))
+            finite("residuals", self.residuals)
+        if not (isinstance(self.bar_steps, int) and self.bar_steps >= 1):
+            raise ValueError(f"bar_steps: must be an integer >= 1 (got {self.bar_steps!r})")
 
     @classmethod
     def build(cls, s0, vol, drift, correlation, *, innovations="gaussian", nu=5.0,
-              jump_intensity=None, jump_mean=None, jump_std=None, dt_years=None, dtype=jnp.float32):
-        """Build from a correlation matrix (validated) rather than a factor."""
+              jump_intensity=None, jump_mean=None, jump_std=None, dt_years=None, dtype=jnp.float32,
+              residuals=None, bar_steps=1):
+        """Build from a correlation matrix (validated) rather than a factor. ``residuals``: the
+        standardised sample of historical innovations, whose correlation then replaces ``correlation``."""
         s0 = np.atleast_1d(np.asarray(s0, np.float64))
         n = s0.shape[0]
         L = correlation_factor(shape("correlation", correlation, (n, n)))
+        if residuals is not None:
+            L = correlation_factor(I.sample_correlation(shape("residuals", residuals, (np.shape(residuals)[0], n))))
         zeros = np.zeros(n)
         ji = zeros if jump_intensity is None else np.broadcast_to(np.asarray(jump_intensity, np.float64), (n,))
         jm = zeros if jump_mean is None else np.broadcast_to(np.asarray(jump_mean, np.float64), (n,))
@@ -191,60 +219,64 @@ class PriceModel(eqx.Module):
         return cls(s0=arr(s0), vol=arr(np.broadcast_to(vol, (n,))), drift=arr(np.broadcast_to(drift, (n,))),
                    jump_cdf=None if cdf is None else arr(cdf), factor=arr(L),
                    jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
-                   innovations=innovations, nu=float(nu), jumps=jumps, max_jumps=max_jumps)
+                   residuals=None if residuals is None else arr(residuals), innovations=innovations, nu=float(nu),
+                   jumps=jumps, max_jumps=max_jumps, bar_steps=int(bar_steps))
 
     @property
     def n_assets(self) -> int:
         return self.s0.shape[0]
 
-    GAMMA_TRIES = 8
-
     def draw_spec(self) -> tuple:
-        """The streams one step draws: ((stream, n, kind), ...) for ``random.draw``."""
+        """The streams one step draws: ((stream, n, kind), ...) for ``random.draw``. With bars
+        (``bar_steps`` > 1) the step draws the bridge's normals; the bar's innovation is ``bar_spec``."""
         a = self.n_assets
-        spec = [(R.PRICE, a, "normal")]
-        if self.innovations == "student_t":
-            if self._integer_nu:
-                k, odd = divmod(int(self.nu), 2)
-                spec += [(R.STUDENT, k, "uniform")] if k else []
-                spec += [(R.STUDENT_ACCEPT, 1, "normal")] if odd else []
-            else:
-                spec += [(R.STUDENT, self.GAMMA_TRIES, "normal"), (R.STUDENT_ACCEPT, self.GAMMA_TRIES, "uniform")]
+        if self.bar_steps > 1:
+            spec = [(R.PRICE, a, "normal")]
+        else:
+            spec = list(I.innovation_spec(self.innovations, self.nu, a, I.STEP_STREAMS))
         if self.jumps:
             spec += [(R.JUMP_COUNT, a, "uniform"), (R.JUMP_SIZE, a, "normal")]
         return tuple(spec)
 
-    @property
-    def _integer_nu(self) -> bool:
-        return float(self.nu).is_integer() and self.nu <= 32
+    def bar_spec(self) -> tuple:
+        """The streams of the bar's innovation, drawn at the bar index (empty without bars)."""
+        if self.bar_steps == 1:
+            return ()
+        return I.innovation_spec(self.innovations, self.nu, self.n_assets, I.BAR_STREAMS)
+
+    def _unit_draw(self, d: dict, streams: dict):
+        """(z, w) of one innovation draw: normals and the t mixing variable, or the resampled vector."""
+        if self.innovations == "historical":
+            z = I.resample(self.residuals, d[streams["resample"]])
+            return z, jnp.ones((), z.dtype)
+        z = d[streams["normal"]]
+        w = jnp.ones((), z.dtype)
+        if self.innovations == "student_t":
+            w = I.student_mixing(d, self.nu, streams, z.dtype)
+        return z, w
 
     def draw_from(self, d: dict) -> PriceDraw:
         """Build one step's ``PriceDraw`` from its streams ({stream: array}, see ``draw_spec``).
 
-        Student-t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu), one W per step so the
-        assets are jointly t. Integer nu <= 32, exact and rejection-free:
-        chi2(2k) = -2 log(U_1...U_k) (a Gamma(k, 2)), plus one squared normal when
-        nu is odd; otherwise W = 2 Gamma(nu/2) by Marsaglia-Tsang.
-        """
-        z = d[R.PRICE]
-        w = jnp.ones((), z.dtype)
-        if self.innovations == "student_t":
-            if self._integer_nu:
-                k, odd = divmod(int(self.nu), 2)
-                w = jnp.zeros((), z.dtype)
-                if k:
-                    w = -2.0 * jnp.sum(jnp.log(d[R.STUDENT]))
-                if odd:
-                    w = w + d[R.STUDENT_ACCEPT][0] ** 2
-            else:
-                w = 2.0 * R.gamma_from(d[R.STUDENT], d[R.STUDENT_ACCEPT], self.nu / 2.0)
-            w = w / (self.nu - 2.0)
+        Student-t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu), one W per step so the assets are jointly
+        t (``innovations.student_mixing``); historical: z is the resampled residual vector. With
+        bars, z are the bridge's normals (the bar's innovation is ``bar_draw_from``)."""
+        if self.bar_steps > 1:
+            z = d[R.PRICE]
+            w = jnp.ones((), z.dtype)
+        else:
+            z, w = self._unit_draw(d, I.STEP_STREAMS)
         jump = jnp.zeros_like(z)
         if self.jumps:
             # Inverse-CDF Poisson count, truncated at max_jumps (thresholds precomputed by build).
             count = jnp.sum(d[R.JUMP_COUNT][:, None] > self.jump_cdf, axis=1).astype(z.dtype)
             jump = count * self.jump_mean + jnp.sqrt(count) * self.jump_std * d[R.JUMP_SIZE]
         return PriceDraw(z=z, w=w, jump=jump)
+
+    def bar_draw_from(self, d: dict) -> PriceDraw:
+        """The bar's innovation draw (no jumps: those stay per step), from the ``bar_spec`` streams."""
+        z, w = self._unit_draw(d, I.BAR_STREAMS)
+        return PriceDraw(z=z, w=w, jump=jnp.zeros_like(z))
 
     def draw(self, pkey, t) -> PriceDraw:
         """The random inputs of step ``t`` of the path keyed ``pkey``."""
@@ -253,6 +285,8 @@ class PriceModel(eqx.Module):
 
     def innovation_from(self, d: PriceDraw, factor=None) -> jax.Array:
         """Correlated unit-variance innovations ``L eps``, (assets,); ``factor`` replaces L (stress regime)."""
+        if self.innovations == "historical":
+            return d.z  # the resampled vector carries its own dependence (filtered historical simulation)
         eps = d.z * jax.lax.rsqrt(d.w) if self.innovations == "student_t" else d.z
         return jnp.sum((self.factor if factor is None else factor) * eps[None, :], axis=-1)
 
@@ -286,118 +320,47 @@ class PriceModel(eqx.Module):
         return c * self.vol[:, None] * self.vol[None, :]
 
 
-class Garch(eqx.Module):
-    """GARCH(1,1) on the diffusion variance ratio ``v2`` (mean 1), per step:
-
-        v2' = (1 - a - b) + a * z2 + b * v2,   z2 = r^2 / (vol^2 dt)
-
-    with ``r`` the step's diffusion log return divided by the stress regime's vol multiplier (the
-    regime scales the vol on top of GARCH; fed back it would make the variance explode in
-    stress whenever ``a (m^2 - 1) > 1 - a - b``). Parameters fitted at a bar of
-    ``m`` steps (e.g. hourly bars, minute steps: m = 60) are mapped to the step
-    by keeping the persistence per unit time, ``a + b = (alpha + beta)^(1/m)``,
-    and the response to a bar's worth of squared returns, ``a = alpha / m``
-    (first-order temporal aggregation; exact as m -> 1).
-    """
-
-    alpha: jax.Array  # (assets,) per step
-    beta: jax.Array  # (assets,) per step
-
-    def __check_init__(self):
-        if concrete(self.alpha, self.beta):
-            a, b = nonneg("alpha", self.alpha), nonneg("beta", self.beta)
-            if np.any(a + b >= 1):
-                raise ValueError(f"alpha + beta: must be < 1 for a finite variance (got {(a + b).tolist()})")
-
-    @staticmethod
-    def per_step(alpha, beta, bar_steps: float):
-        """Per-step (a, b) from (alpha, beta) fitted on bars of ``bar_steps`` steps (numpy)."""
-        alpha, beta = np.asarray(alpha, np.float64), np.asarray(beta, np.float64)
-        if np.any(alpha < 0) or np.any(beta < 0):
-            raise ValueError(f"alpha, beta: must be >= 0 (got {alpha.tolist()}, {beta.tolist()})")
-        if np.any(alpha + beta >= 1):
-            raise ValueError(f"alpha + beta: must be < 1 (got {(alpha + beta).tolist()})")
-        a = alpha / bar_steps
-        return a, (alpha + beta) ** (1.0 / bar_steps) - a
-
-    def update(self, v2, z2):
-        return (1.0 - self.alpha - self.beta) + self.alpha * z2 + self.beta * v2
-
-
-class Regimes(eqx.Module):
-    """Calm / stress regime of the whole market.
-
-    In stress the correlation factor is ``stress_factor`` (validated PSD), the
-    diffusion vol is multiplied by ``vol_multiplier`` and book depth by
-    ``depth_factor``. ``switch``:
-
-    * ``markov``: enter with probability ``p_enter``, leave with ``p_exit`` per step;
-    * ``shock``: enter when the equal-weighted log price falls ``drawdown`` below
-      its EWMA (weight ``ref_alpha`` per step), leave when it is back within
-      ``drawdown / 2`` (hysteresis, so the regime does not flicker);
-    * ``schedule``: only where the scenario schedule forces it.
-    A schedule's stress windows apply with any switch.
-    """
-
-    stress_factor: jax.Array
-    vol_multiplier: jax.Array
-    depth_factor: jax.Array
-    p_enter: jax.Array
-    p_exit: jax.Array
-    drawdown: jax.Array
-    ref_alpha: jax.Array
-    switch: str = eqx.field(static=True, default="shock")
-
-    def __check_init__(self):
-        if self.switch not in SWITCHES:
-            raise ValueError(f"switch: must be one of {SWITCHES} (got {self.switch!r})")
-        if concrete(self.vol_multiplier, self.depth_factor, self.p_enter, self.p_exit, self.drawdown):
-            positive("vol_multiplier", self.vol_multiplier)
-            positive("depth_factor", self.depth_factor)
-            for name, p in (("p_enter", self.p_enter), ("p_exit", self.p_exit)):
-                if not (0 <= float(p) <= 1):
-                    raise ValueError(f"{name}: must be a probability per step in [0, 1] (got {float(p)})")
-            nonneg("drawdown", self.drawdown)
-
-    def next(self, stress, u, level, ref):
-        """Regime for the next step and the updated EWMA reference."""
-        if self.switch == "markov":
-            return jnp.where(stress, u >= self.p_exit, u < self.p_enter), ref
-        if self.switch == "shock":
-            ref = ref + self.ref_alpha * (level - ref)
-            gap = level - ref
-            return jnp.where(stress, gap < -0.5 * self.drawdown, gap < -self.drawdown), ref
-        return jnp.zeros_like(stress), ref
-
-
-def ref_alpha_from_halflife(halflife_steps: float) -> float:
-    return 1.0 - 0.5 ** (1.0 / halflife_steps) if math.isfinite(halflife_steps) else 0.0
-
-
 def price_step(prices: PriceModel, d: dict, x, v2, stress, t, dt, *, regimes: Regimes | None = None,
-               garch: Garch | None = None, schedule=None):
-    """Log true price after step ``t``'s exogenous move, and the next GARCH variance ratio.
+               garch: Garch | None = None, schedule=None, bar: BarState | None = None):
+    """Log true price after step ``t``'s exogenous move, the next GARCH variance ratio and bar state.
 
     ``d``: the step's draws by stream; ``x``, ``v2``: log price and GARCH variance ratio before the
     step (``v2`` None without GARCH); ``stress``: this step's regime (None without regimes);
-    ``schedule``: a ``scenario.Schedule`` (shocks added, or a replayed path instead of the draws)."""
+    ``schedule``: a ``scenario.Schedule`` (shocks added, or a replayed path instead of the draws);
+    ``bar``: the bar state with ``bar_steps`` > 1 (``bars.bar_step``), else None."""
     if schedule is not None and schedule.replace:
-        return x + schedule.log_return[t - 1], v2
-    draw = prices.draw_from(d)
-    factor = scale = None
-    if regimes is not None:
-        factor = jnp.where(stress, regimes.stress_factor, prices.factor)
-        scale = jnp.where(stress, regimes.vol_multiplier, 1.0)
-    v2_next = v2
-    if garch is not None:
-        scale = jnp.sqrt(v2) if scale is None else scale * jnp.sqrt(v2)
-    inn = prices.innovation_from(draw, factor)
-    r = prices.log_return_from(draw, dt, scale=scale, innovation=inn)
-    if garch is not None:
+        return x + schedule.log_return[t - 1], v2, bar
+    if prices.bar_steps > 1:
+        r, v2_next, bar = bar_step(prices, d, v2, stress, t, dt, bar, regimes=regimes, garch=garch)
+    else:
+        draw = prices.draw_from(d)
+        factor, scale = step_scale(prices.factor, stress, regimes, garch, v2)
+        inn = prices.innovation_from(draw, factor)
+        r = prices.log_return_from(draw, dt, scale=scale, innovation=inn)
         # The GARCH sees the diffusion return without the stress regime's multiplier: fed back, the
         # multiplier m would make the variance grow whenever a (m^2 - 1) > 1 - a - b (no steady state).
-        z = inn * jnp.sqrt(v2)  # diffusion return / (vol m sqrt(dt))
-        v2_next = garch.update(v2, z * z)
+        v2_next = v2 if garch is None else garch.update_unit(v2, inn)
     if schedule is not None and schedule.log_return is not None:
         r = r + schedule.log_return[t - 1]
-    return x + r, v2_next
+    return x + r, v2_next, bar
+
+
+def step_covariance(prices: PriceModel, dt, v2, stress, *, regimes=None, garch=None, bar: BarState | None = None):
+    """Covariance of the step's diffusion log returns, conditional on the step's state, as
+    ``(cov, sd)``: the covariance is ``cov o (sd sd^T)``, ``sd`` (assets,) or None (then ``cov`` alone).
+
+    ``C o (vol s)(vol s)^T dt`` with ``C`` the step's correlation (stress or calm; the residual sample's
+    for historical innovations) and ``s`` the GARCH / stress scale. Inside a bar the local rate of the
+    bar's Brownian bridge, ``V / m`` per step (a bridge pinned at the bar end has the same local
+    quadratic variation as the free motion). Without GARCH, regimes or bars: the constant
+    ``covariance() dt``. The split keeps ``cov`` shared by all paths unless the regime switches the
+    correlation. Used by the barrier-crossing bridge (``Liquidation.bridge_crossed``)."""
+    if bar is None and regimes is None and garch is None:
+        return prices.covariance() * dt, None
+    factor, scale = step_scale(prices.factor, stress, regimes, garch, v2)
+    if factor is None or prices.innovations == "historical":
+        factor = prices.factor
+    c = factor @ factor.T
+    if bar is not None:
+        return c, jnp.sqrt(bar.var / prices.bar_steps)
+    return c * prices.vol[:, None] * prices.vol[None, :] * dt, scale

@@ -25,6 +25,9 @@ _PARITY = np.uint32(0x1BD11BDA)
 
 # Stream ids: each component draws from its own stream of counters.
 PRICE, STUDENT, STUDENT_ACCEPT, JUMP_COUNT, JUMP_SIZE, BASIS, BRIDGE, REGIME = range(8)
+# Innovations drawn once per bar (keyed by the bar index, ``paths.PriceModel.bar_steps`` > 1) and the
+# bootstrap index of filtered historical simulation (per step, or per bar).
+BAR_PRICE, BAR_STUDENT, BAR_STUDENT_ACCEPT, RESAMPLE, BAR_RESAMPLE = range(8, 13)
 
 
 def _rotl(x, r):

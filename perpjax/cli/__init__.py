@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import calibrate, fit, simulate, venue
+from . import backtest, calibrate, filter, fit, simulate, venue
 
-COMMANDS = (simulate, fit, calibrate, venue)
+COMMANDS = (simulate, fit, filter, calibrate, venue, backtest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,8 +23,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run a command; every failure is one message on stderr: exit 2 for bad input (config, data, files,
+    arguments), 1 for an internal fault ("perpjax: internal error: ... (please report)"). No traceback
+    unless ``PERPJAX_DEBUG=1``."""
+    import os
+
     args = parser().parse_args(argv)
-    return args.func(args)
+    debug = os.environ.get("PERPJAX_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("perpjax: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        from ..config import ConfigError
+
+        if debug:
+            raise
+        if isinstance(e, ConfigError):
+            print(f"perpjax: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError) and getattr(e, "filename", None):
+            print(f"perpjax: {e.filename}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"perpjax: internal error: {type(e).__name__}: {e} (please report, with the command line; "
+              "PERPJAX_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

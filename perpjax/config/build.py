@@ -8,6 +8,7 @@ import numpy as np
 
 from ..engine import RiskModel
 from ..guardrails import CircuitBreaker, enforce_initial_margin, enforce_open_interest
+from ..innovations import load_residuals
 from ..liquidation import DepthModel, Liquidation
 from ..margin import Book, BookLabels, Ladder, generate_book
 from ..market import Basis, Funding, MarkPrice, Oracle
@@ -36,10 +37,11 @@ def build_model(cfg: dict):
         raise ConfigError(f"correlation: must be {n}x{n} for {n} assets (got shape {corr.shape})")
     j = c["jumps"] or {}
     inn = c["innovations"]
+    residuals, bar_steps = innovation_inputs(inn, grid, names)
     prices = wrapped(
         "assets/correlation/innovations/jumps", PriceModel.build,
         [a["price"] for a in assets], [a["vol"] for a in assets], [a["drift"] for a in assets], corr,
-        innovations=inn["kind"], nu=float(inn["nu"]),
+        innovations=inn["kind"], nu=float(inn["nu"]), residuals=residuals, bar_steps=bar_steps,
         jump_intensity=num_list(j["intensity_per_year"], "jumps.intensity_per_year", n) if j else None,
         jump_mean=num_list(j["mean"], "jumps.mean", n) if j else None,
         jump_std=num_list(j["std"], "jumps.std", n) if j else None, dt_years=grid.dt_years, dtype=dtype)
@@ -127,3 +129,31 @@ def build_model(cfg: dict):
         c["calibration"] = resolve_calibration(c)  # unknown keys fail here too, not only in `calibrate`
     return model, labels, c
 
+
+
+def innovation_inputs(inn: dict, grid, names) -> tuple:
+    """(standardised residual sample or None, steps per bar) of the ``innovations`` section.
+
+    ``bar_seconds`` B (default: the step) must be a whole multiple m of the step: the innovation is
+    drawn per bar and bridged inside it (``paths.bar_step``). Historical innovations need
+    ``residuals`` (a file from ``perpjax filter``/``fit``; ``innovations.load_residuals``), fitted at B."""
+    bar = grid.step_seconds if inn["bar_seconds"] is None else float(inn["bar_seconds"])
+    m = bar / grid.step_seconds
+    if m < 1 - 1e-9 or abs(m - round(m)) > 1e-9:
+        raise ConfigError(f"innovations.bar_seconds: must be a whole multiple of time.step_seconds "
+                          f"({grid.step_seconds:g} s), got {bar:g}")
+    if inn["kind"] != "historical":
+        if inn["residuals"] is not None:
+            raise ConfigError(f"innovations.residuals: only with kind 'historical' (kind is {inn['kind']!r})")
+        return None, int(round(m))
+    if inn["residuals"] is None:
+        raise ConfigError("innovations.residuals: required with kind 'historical' (an npz of standardised residuals)")
+    try:
+        sample, fitted = load_residuals(inn["residuals"], names)
+    except ValueError as e:
+        raise ConfigError(f"innovations.residuals: {e}") from None
+    if abs(fitted - bar) > 1e-6 * bar:
+        raise ConfigError(f"innovations.bar_seconds: the residuals were fitted on {fitted:g} s bars; the innovations "
+                          f"apply per {bar:g} s ({'the step' if inn['bar_seconds'] is None else 'bar_seconds'}): "
+                          f"set innovations.bar_seconds: {fitted:g}")
+    return sample, int(round(m))

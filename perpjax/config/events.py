@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 
 from .. import replay, timeutil
 from ..cascade import IMPACT_LAWS, CascadeMonitor, Impact
-from ..paths import Garch, Regimes, correlation_factor, ref_alpha_from_halflife
+from ..dynamics import Garch, Regimes, ref_alpha_from_halflife
+from ..innovations import variance_persistence, winsorised_moments
+from ..paths import correlation_factor
 from ..scenario import Schedule
 from .convert import num_list, steps_of, wrapped
 from .schema import ConfigError
@@ -58,7 +62,12 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
             e = IMPACT_LAWS[law] if law != "power" else float(cs["impact_exponent"])
             out["impact"] = wrapped("cascade", Impact, arr(cs["permanent_fraction"]),
                                     float(c["liquidation"]["depth_distance"]), law, e)
+    ms = c["market_state"] or {}
     rg = c["regimes"]
+    if ms.get("stress") and rg is None:
+        raise ConfigError("market_state.stress: needs a regimes section (the stress regime to start in)")
+    if ms.get("variance_ratio") is not None and c["garch"] is None:
+        raise ConfigError("market_state.variance_ratio: needs a garch section (the variance it is the ratio of)")
     if rg is not None:
         sc = num_list(rg["stress_correlation"], "regimes.stress_correlation")
         if sc.shape != (n, n):
@@ -75,19 +84,11 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
             arr(num_list(rg["depth_factor"], "regimes.depth_factor", n)),
             arr(-np.expm1(-rg["enter_rate_per_day"] * days)), arr(-np.expm1(-rg["exit_rate_per_day"] * days)),
             arr(rg["drawdown"]), arr(ref_alpha_from_halflife(max(rg["reference_halflife_seconds"], 1e-9)
-                                                             / grid.step_seconds)), rg["switch"])
+                                                             / grid.step_seconds)), rg["switch"],
+            jnp.asarray(bool(ms.get("stress", False))))
     g = c["garch"]
     if g is not None:
-        try:
-            a, b = Garch.per_step(num_list(g["alpha"], "garch.alpha", n), num_list(g["beta"], "garch.beta", n),
-                                  g["fitted_seconds"] / grid.step_seconds)
-        except ConfigError:
-            raise
-        except ValueError as e:
-            raise ConfigError(f"garch.{e}") from None
-        if np.any(b < 0):
-            raise ConfigError("garch.alpha: too large for the step (per-step beta would be negative)")
-        out["garch"] = wrapped("garch", Garch, arr(a), arr(b))
+        out["garch"] = build_garch(g, ms, grid, prices, n, arr)
     ev = c["events"]
     if ev is not None:
         shift = depth = frozen = forced = None
@@ -119,6 +120,59 @@ def build_stress(c: dict, grid, prices, names, arr) -> dict:
                          None if forced is None else jnp.asarray(forced), replace)
         out["schedule"] = None if sched.empty else sched
     return out
+
+
+def build_garch(g: dict, ms: dict, grid, prices, n: int, arr) -> Garch:
+    """The ``garch`` section (with ``market_state.variance_ratio``) -> ``Garch``.
+
+    (alpha, beta) hold at ``fitted_seconds``; they are mapped to the unit the GARCH updates at: the
+    step, or the bar with ``innovations.bar_seconds`` (``Garch.per_step``; the identity when the bar is
+    the fitted one). Stationarity ``alpha + beta < 1`` (and alpha, beta >= 0) is required.
+    ``winsorize`` c: the update sees ``min(eps^2, c) / E[min(eps^2, c)]`` (``Garch.update_unit``)."""
+    unit = grid.step_seconds * prices.bar_steps
+    alpha, beta = num_list(g["alpha"], "garch.alpha", n), num_list(g["beta"], "garch.beta", n)
+    try:
+        if abs(g["fitted_seconds"] - unit) <= 1e-9 * unit and prices.bar_steps > 1:
+            Garch.per_step(alpha, beta, 1.0)  # the checks only: the bar is the fitted one
+            a, b = alpha, beta
+        else:
+            a, b = Garch.per_step(alpha, beta, g["fitted_seconds"] / unit)
+    except ValueError as e:
+        raise ConfigError(f"garch.{e}") from None
+    if np.any(b < 0):
+        raise ConfigError("garch.alpha: too large for the step (per-step beta would be negative)")
+    vr = ms.get("variance_ratio")
+    v2_0 = np.ones(n) if vr is None else num_list(vr, "market_state.variance_ratio", n)
+    if not np.all(v2_0 > 0):
+        raise ConfigError(f"market_state.variance_ratio: must be > 0 per asset (got {v2_0.tolist()})")
+    cap = cap_mean = None
+    if g["winsorize"] is not None:
+        cap = float(g["winsorize"])
+        m1, m2 = winsorised_mean(prices, cap)
+        k2 = variance_persistence(a, b, m1, m2)
+        if np.any(k2 >= 1):
+            hi = max_cap(prices, a, b, cap)
+            raise ConfigError(f"garch.winsorize: with cap {cap:g} the variance ratio has no finite variance "
+                              f"(a^2 E[w^2]/E[w]^2 + 2ab + b^2 = {float(np.max(k2)):.4g} >= 1); "
+                              f"use a cap below {hi:.3g}")
+        cap_mean, cap = arr(m1), arr(cap)
+    return wrapped("garch", Garch, arr(a), arr(b), arr(v2_0), cap, cap_mean)
+
+
+def winsorised_mean(prices, cap: float) -> tuple:
+    """(E[w], E[w^2]) per asset of ``w = min(eps^2, cap)`` under the model's unit innovation law."""
+    return winsorised_moments(prices.innovations, prices.nu, cap,
+                              None if prices.residuals is None else np.asarray(prices.residuals))
+
+
+def max_cap(prices, a, b, cap: float) -> float:
+    """The largest cap (bisection in log, below ``cap``) with a finite-variance variance ratio."""
+    lo, hi = 1.0, cap
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        ok = np.all(variance_persistence(a, b, *winsorised_mean(prices, mid)) < 1)
+        lo, hi = (mid, hi) if ok else (lo, mid)
+    return lo
 
 
 def whole_seconds(x: float, path: str) -> int:

@@ -90,6 +90,7 @@ def _read_yaml(p: Path, chain=()) -> dict:
         raise ConfigError(f"config: not valid YAML ({p}): {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: top level of {p} must be a mapping")
+    _anchor_residuals(raw, p)
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -99,6 +100,13 @@ def _read_yaml(p: Path, chain=()) -> dict:
     if bp in chain or len(chain) > 8:
         raise ConfigError(f"extends: configs extend each other in a cycle ({' -> '.join(map(str, (*chain, bp)))})")
     return deep_merge(_read_yaml(bp, (*chain, p.resolve())), raw)
+
+
+def _anchor_residuals(raw: dict, p: Path) -> None:
+    """A relative ``innovations.residuals`` path is relative to the config file that names it."""
+    inn = raw.get("innovations")
+    if isinstance(inn, dict) and isinstance(inn.get("residuals"), str) and not Path(inn["residuals"]).is_absolute():
+        inn["residuals"] = str((p.parent / inn["residuals"]).resolve())
 
 
 def load_config(path=None, overrides=()) -> dict:

@@ -127,6 +127,16 @@ class Asset(Section):
 class Innovations(Section):
     kind: Str = "gaussian"
     nu: Num = 5.0
+    residuals: Str | None = None  # historical: npz of standardised residuals (relative to the config file)
+    bar_seconds: Num | None = Field(None, gt=0)  # the bar the innovations (and GARCH) hold at; None = the step
+
+
+class MarketStateSection(Section):
+    """The conditional state at the forecast origin (filtered by ``perpjax filter``)."""
+
+    time: Annotated[Any, BeforeValidator(_time)] | None = None
+    variance_ratio: PerAsset | None = None  # GARCH variance / its long-run target, per asset (> 0)
+    stress: Bool = False  # start in the stress regime
 
 
 class Jumps(Section):
@@ -234,6 +244,7 @@ class Book(Section):
     accounts: list[Account] = []
     csv: Str | None = None
     generate: Generate | None = None
+    start_below_maintenance: Bool = False  # allow units below maintenance at t = 0 (stress tests)
 
 
 class Cascade(Section):
@@ -258,6 +269,7 @@ class Garch(Section):
     alpha: PerAsset
     beta: PerAsset
     fitted_seconds: Num = Field(3600.0, gt=0)
+    winsorize: Num | None = Field(None, gt=1)  # cap on the squared unit innovation the update sees
 
 
 class Window(Section):
@@ -389,6 +401,7 @@ class Config(Section):
     cascade: Cascade | None = None
     regimes: Regimes | None = None
     garch: Garch | None = None
+    market_state: MarketStateSection | None = None
     events: Events | None = None
     calibration: Calibration | None = None
 

@@ -1,8 +1,9 @@
 """The jitted kernels: one path (a scan of ``step``), a chunk of paths (vmap), and the market alone.
 
 Randomness is keyed by position: path ``i`` uses ``fold_in(key, i)``, step ``t`` uses
-``fold_in(path_key, t)``, and each component draws from its own sub-key of that. A path's result
-therefore does not depend on how paths are chunked.
+``fold_in(path_key, t)``, and each component draws from its own sub-key of that (innovations drawn per
+bar use the bar index instead of ``t``, on their own streams). A path's result therefore does not depend
+on how paths are chunked.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 from .. import random as R
 from ..cascade import CascadeMonitor, Impact
+from ..dynamics import Garch, Regimes
 from ..guardrails import CircuitBreaker
 from ..liquidation import Liquidation
 from ..margin import Book, Ladder
 from ..market import Basis, Funding, MarkPrice, Oracle
-from ..paths import Garch, PriceModel, Regimes, TimeGrid
+from ..paths import PriceModel, TimeGrid
 from ..scenario import Schedule
 
 
@@ -47,10 +49,11 @@ class RiskModel(eqx.Module):
         if self.liquidation.bridge and self.oracle.update_every != 1:
             raise ValueError("liquidation.bridge: a stale oracle (update_every > 1) is piecewise constant; "
                              "the bridge needs update_every = 1")
-        if self.liquidation.bridge and (self.regimes is not None or self.garch is not None or
-                                        self.schedule is not None):
-            raise ValueError("liquidation.bridge: the crossing probability uses the model's constant covariance; "
-                             "not with regimes, garch or a scenario schedule")
+        if self.liquidation.bridge and self.schedule is not None:
+            raise ValueError("liquidation.bridge: the crossing probability uses the step's diffusion covariance; "
+                             "not with a scenario schedule (deterministic shocks or a replayed path)")
+        if self.prices.bar_steps > 1 and self.schedule is not None and self.schedule.replace:
+            raise ValueError("innovations.bar_seconds: the replayed path is the price; no bars to bridge")
         if self.impact is not None and self.cascade is None:
             raise ValueError("cascade: price impact needs the cascade monitor")
         if self.schedule is not None and self.schedule.replace and (self.garch is not None or
@@ -79,13 +82,24 @@ class RiskModel(eqx.Module):
 
 def draw_spec(model: RiskModel) -> tuple:
     """Every stream one step draws, in one static layout: ((stream, n, kind), ...) for ``random.draw``."""
+    return _step_spec(model) + _bar_spec(model)
+
+
+def _step_spec(model: RiskModel) -> tuple:
     a = model.prices.n_assets
-    replay = model.schedule is not None and model.schedule.replace
-    spec = () if replay else model.prices.draw_spec()
+    spec = () if _replay(model) else model.prices.draw_spec()
     spec += ((R.BASIS, a, "normal"),) if model.basis.stochastic else ()
     spec += ((R.REGIME, 1, "uniform"),) if model.regimes is not None and model.regimes.switch == "markov" else ()
     spec += ((R.BRIDGE, model.n_units, "uniform"),) if model.liquidation.bridge else ()
     return spec
+
+
+def _bar_spec(model: RiskModel) -> tuple:
+    return () if _replay(model) else model.prices.bar_spec()
+
+
+def _replay(model: RiskModel) -> bool:
+    return model.schedule is not None and model.schedule.replace
 
 
 def draw(model: RiskModel, path_key, t):
@@ -93,5 +107,11 @@ def draw(model: RiskModel, path_key, t):
 
     The engine draws a step ahead and carries it: a carried value is materialised, whereas fused
     consumers (the correlation mat-vec, the margin of every unit) would recompute the draws once per
-    use on CPU."""
-    return R.draw(path_key, t, draw_spec(model), model.dtype)
+    use on CPU. With bars (``prices.bar_steps`` = m > 1) the bar's innovation streams follow, drawn at
+    the bar index ``(t - 1) // m + 1`` (their own stream ids), so every step of a bar sees the same draw."""
+    out = R.draw(path_key, t, _step_spec(model), model.dtype)
+    bar = _bar_spec(model)
+    if not bar:
+        return out
+    k = (jnp.asarray(t, jnp.int32) - 1) // model.prices.bar_steps + 1
+    return jnp.concatenate([out, R.draw(path_key, k, bar, model.dtype)], axis=-1)

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from .. import random as R
+from ..bars import BarState, bar_init
 from ..cascade import CascadeState, cascade_init
 from ..layout import Positions, exact_dot, positions
-from ..paths import price_step
+from ..paths import price_step, step_covariance
 from .model import RiskModel, draw
 from .outputs import UnitAccounts, VenueAccounts, init_accounts
 
@@ -34,6 +35,7 @@ class MarketState(NamedTuple):
     regime: jax.Array | None  # () bool, stress regime of the next step
     ref: jax.Array | None  # () EWMA of the market's log level (shock switch)
     premium_sum: jax.Array  # (assets,) weighted premium samples this funding interval
+    bar: BarState | None = None  # inside-bar state with ``prices.bar_steps`` > 1 (``bars.bar_step``)
 
 
 MarketStep = NamedTuple("MarketStep", [*MarketState.__annotations__.items(), ("true_price", jax.Array),
@@ -97,10 +99,10 @@ def initial_state(model: RiskModel, P: Positions, path_key) -> State:
     equity0, mm0, _ = margin(model, P, P.size, mark0, model.book.collateral)
     iu, i0 = jnp.zeros((model.n_units,), jnp.int32), jnp.zeros((), jnp.int32)
     acct, venue = init_accounts(model.n_units, dtype)
-    market = MarketState(x=jnp.log(s0), v2=None if model.garch is None else jnp.ones_like(s0), index=s0,
-                         basis=basis0, mark_state=mark_state, mark=mark0,
-                         regime=None if model.regimes is None else jnp.zeros((), bool),
-                         ref=None if model.regimes is None else jnp.zeros((), dtype), premium_sum=jnp.zeros_like(s0))
+    regime, ref = (None, None) if model.regimes is None else model.regimes.initial(dtype)
+    market = MarketState(x=jnp.log(s0), v2=None if model.garch is None else model.garch.initial(s0), index=s0,
+                         basis=basis0, mark_state=mark_state, mark=mark0, regime=regime, ref=ref,
+                         premium_sum=jnp.zeros_like(s0), bar=bar_init(s0) if model.prices.bar_steps > 1 else None)
     book = BookState(size=P.size, collateral=model.book.collateral, open=jnp.any(model.book.size != 0, axis=-1),
                      gap=equity0 - mm0, cooldown_until=iu, pending=iu, realised_var=reference_var(model),
                      ring=model.breaker.init(s0) if model.breaker is not None else s0[None], halt_until=i0,
@@ -126,8 +128,8 @@ def market_step(model: RiskModel, P: Positions, d: dict, s, t, size) -> MarketSt
     stress = s.regime
     if sched is not None and sched.stress is not None:
         stress = (stress | sched.stress[t - 1]) if stress is not None else sched.stress[t - 1]
-    x, v2 = price_step(model.prices, d, s.x, s.v2, stress, t, model.grid.dt_years, regimes=model.regimes,
-                       garch=model.garch, schedule=sched)
+    x, v2, bar = price_step(model.prices, d, s.x, s.v2, stress, t, model.grid.dt_years, regimes=model.regimes,
+                            garch=model.garch, schedule=sched, bar=getattr(s, "bar", None))
     true_price = jnp.exp(x)
     index = model.oracle.observe(t, true_price, s.index)
     if sched is not None and sched.frozen is not None:
@@ -156,4 +158,12 @@ def market_step(model: RiskModel, P: Positions, d: dict, s, t, size) -> MarketSt
         payment = jnp.where(pay, P.unit_sum(size * P.at_asset(ref * rate)), 0.0)
         premium_sum = jnp.where(pay, 0.0, premium_sum)
     return MarketStep(x=x, v2=v2, index=index, basis=basis, mark_state=mark_state, mark=mark, regime=regime,
-                      ref=level_ref, premium_sum=premium_sum, true_price=true_price, stress=stress, payment=payment)
+                      ref=level_ref, premium_sum=premium_sum, bar=bar, true_price=true_price, stress=stress,
+                      payment=payment)
+
+
+def market_covariance(model: RiskModel, prev: MarketState, m: MarketStep):
+    """The diffusion covariance of the step ``prev -> m`` as ``(cov, sd)`` (``paths.step_covariance``): at
+    the step's GARCH variance ratio (before the step), regime and, inside a bar, the bar's bridge rate."""
+    return step_covariance(model.prices, model.grid.dt_years, prev.v2, m.stress, regimes=model.regimes,
+                           garch=model.garch, bar=m.bar)

@@ -19,7 +19,7 @@ from ..liquidation import liquidate, no_liquidation
 from ..sparse import DEFAULT_CAPACITY, where_active
 from .model import RiskModel, draw, draw_spec
 from .outputs import accumulate
-from .state import BookState, State, margin, market_step, reference_var
+from .state import BookState, State, margin, market_covariance, market_step, reference_var
 
 
 def step(model: RiskModel, P: Positions, path_key, s: State, t, sparse: float = DEFAULT_CAPACITY) -> State:
@@ -38,8 +38,8 @@ def step(model: RiskModel, P: Positions, path_key, s: State, t, sparse: float = 
     gap = equity - mm
     crossed = None
     if liq.bridge:
-        crossed = liq.bridge_crossed(P, size, mmr_marginal, mark_p, model.prices.covariance() * model.grid.dt_years,
-                                     b.gap, gap, d[R.BRIDGE])
+        cov, sd = market_covariance(model, s.market, m)
+        crossed = liq.bridge_crossed(P, size, mmr_marginal, mark_p, cov, b.gap, gap, d[R.BRIDGE], sd)
     trigger = liq.check(t, b.open, gap, b.cooldown_until, crossed)
     ti = t.astype(jnp.int32)
     ring, halt_until, fired = b.ring, b.halt_until, None

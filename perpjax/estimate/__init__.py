@@ -17,9 +17,9 @@ equal-weighted log price falls ``drawdown`` below its EWMA and off when back wit
 What is estimated, and how (host-side numpy/scipy; everything is at the bar frequency), one module
 each; each module's docstring gives its method and its known limits:
 
-* ``data``: ``read_prices`` (a long CSV into wide closes), ``returns_frame`` and ``log_returns`` (log
-  returns over the symbols' common window, a return across a missing bar dropped). Window bounds go
-  through ``perpjax.timeutil.parse_time``.
+* ``data``: ``read_prices`` (one long CSV, or several making one window, into wide closes),
+  ``returns_frame`` and ``log_returns`` (log returns over the symbols' common window, a return
+  across a missing bar dropped). Window bounds go through ``perpjax.timeutil.parse_time``.
 * ``jumps``: ``fit_jumps`` (iterative robust threshold detection) and ``garch_t_jump_flag_rate`` (the
   detector's flags on the fitted jump-free GARCH-t, netted out of the jump intensity).
 * ``garch``: ``fit_garch`` (variance-targeting Gaussian QMLE, sandwich SEs) and ``simulate_garch_t``.
@@ -31,6 +31,14 @@ each; each module's docstring gives its method and its known limits:
   multiplier), ``MarketFit`` and ``summary_table``.
 * ``runconfig``: ``market_config`` (the fitted market in a full, runnable perpjax config, what
   ``perpjax fit`` writes) and ``rounded_correlation``.
+* ``state``: ``filter_state`` (the fitted GARCH variances and the stress regime filtered to a forecast
+  origin, no data at or after it), ``market_state`` (the config's ``market_state`` section),
+  ``garch_filter``, ``window_closes`` and ``garch_from_config`` (what ``perpjax filter`` reads).
+* ``residuals``: ``standardized_residuals``, ``write_residuals`` / ``read_residuals`` (the
+  GARCH-standardised cross-asset rows that filtered historical simulation bootstraps).
+* ``conditional``: ``conditional_config`` (``market_state`` + historical innovations),
+  ``rebase_book`` (entries and collateral at the fitted prices, leverage kept) and
+  ``free_step_intervals`` (check intervals that hold at any step): what ``perpjax fit`` adds.
 
 2022 hourly BTC, ETH, SOL, DOGE (defaults): nu 3.43; flagged jumps 7, 5, 14, 13 a year against
 14-18 a year flagged on the fitted GARCH-t alone, so no net jumps; stress (5% below a 6 h EWMA)
@@ -51,10 +59,19 @@ Known limits:
 The estimators' own limits are in the docstrings of ``jumps``, ``garch``, ``tails`` and ``regimes``.
 """
 
+from .conditional import conditional_config, free_step_intervals, rebase_book
 from .data import REQUIRED_COLUMNS, SECONDS_PER_YEAR, log_returns, read_prices, returns_frame
 from .garch import GarchFit, fit_garch, simulate_garch_t
 from .jumps import JumpFit, fit_jumps, garch_t_jump_flag_rate
-from .market import MIN_REGIME_BARS, STRESS_DEFINITIONS, MarketFit, fit_market, summary_table
+from .market import (
+    MIN_REGIME_BARS,
+    STRESS_DEFINITIONS,
+    STRESS_FALLBACKS,
+    FewRegimeBars,
+    MarketFit,
+    fit_market,
+    summary_table,
+)
 from .regimes import (
     CORRELATION_METHODS,
     drawdown_stress_mask,
@@ -62,6 +79,7 @@ from .regimes import (
     regime_correlation,
     stress_mask,
 )
+from .residuals import MAX_RESIDUAL_ROWS, read_residuals, standardized_residuals, write_residuals
 from .runconfig import (
     ASSET_KEYS_FROM_BASE,
     DEFAULT_REGIME_DRAWDOWN,
@@ -69,10 +87,39 @@ from .runconfig import (
     market_config,
     rounded_correlation,
 )
+from .state import (
+    DEFAULT_LOOKBACK_SECONDS,
+    MIN_STATE_BARS,
+    FilteredState,
+    filter_config_state,
+    filter_state,
+    garch_filter,
+    garch_from_config,
+    market_state,
+    window_closes,
+)
 from .tails import NU_BOUNDS, fit_student_t_nu
 
 __all__ = [
     "ASSET_KEYS_FROM_BASE",
+    "DEFAULT_LOOKBACK_SECONDS",
+    "FewRegimeBars",
+    "FilteredState",
+    "MAX_RESIDUAL_ROWS",
+    "MIN_STATE_BARS",
+    "STRESS_FALLBACKS",
+    "conditional_config",
+    "filter_config_state",
+    "filter_state",
+    "free_step_intervals",
+    "garch_filter",
+    "garch_from_config",
+    "market_state",
+    "read_residuals",
+    "rebase_book",
+    "standardized_residuals",
+    "window_closes",
+    "write_residuals",
     "CORRELATION_METHODS",
     "DEFAULT_REGIME_DRAWDOWN",
     "DEFAULT_REGIME_HALFLIFE_SECONDS",

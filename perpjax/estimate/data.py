@@ -18,20 +18,8 @@ SECONDS_PER_YEAR = 365.0 * 86400.0
 REQUIRED_COLUMNS = ("timestamp", "symbol", "close")
 
 
-def read_prices(path) -> pd.DataFrame:
-    """Wide DataFrame of close prices from a long CSV (``timestamp,symbol,...,close``; gz ok).
-
-    Args:
-        path: CSV file, one row per (timestamp, symbol); ``timestamp`` in unix seconds (UTC).
-
-    Returns:
-        DataFrame indexed by timestamp (int, unix seconds, sorted), one float column per symbol
-        (sorted); NaN where a symbol has no bar.
-
-    Raises:
-        ValueError: the file does not exist, lacks a required column, or repeats a
-            (timestamp, symbol) pair.
-    """
+def _read_long(path) -> pd.DataFrame:
+    """One long CSV's (timestamp, symbol, close) rows, checked (``read_prices``)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
@@ -46,6 +34,43 @@ def read_prices(path) -> pd.DataFrame:
         raise ValueError(f"{path}: {int(dup.sum())} repeated (timestamp, symbol) rows, "
                          f"first ({row['timestamp']}, {row['symbol']})")
     df["close"] = pd.to_numeric(df["close"], errors="raise").astype(np.float64)
+    df["file"] = path
+    return df
+
+
+def read_prices(path) -> pd.DataFrame:
+    """Wide DataFrame of close prices from a long CSV (``timestamp,symbol,...,close``; gz ok), or several.
+
+    Args:
+        path: CSV file, one row per (timestamp, symbol); ``timestamp`` in unix seconds (UTC). A list
+            of files is concatenated (a window across files): rows repeated across files are kept
+            once, and must agree (the same close, to 1e-12 relative).
+
+    Returns:
+        DataFrame indexed by timestamp (int, unix seconds, sorted), one float column per symbol
+        (sorted); NaN where a symbol has no bar.
+
+    Raises:
+        ValueError: a file does not exist, lacks a required column, or repeats a (timestamp, symbol)
+            pair; two files disagree on a repeated pair (naming both files and the pair).
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise ValueError("csv: no price file given")
+    df = pd.concat([_read_long(p) for p in paths], ignore_index=True)
+    if len(paths) > 1:
+        first = df.drop_duplicates(["timestamp", "symbol"], keep="first").set_index(["timestamp", "symbol"])
+        rep = df[df.duplicated(["timestamp", "symbol"], keep="first")]
+        if len(rep):
+            ref = first.loc[list(zip(rep["timestamp"], rep["symbol"], strict=True))]
+            bad = ~np.isclose(rep["close"].to_numpy(), ref["close"].to_numpy(), rtol=1e-12, atol=0.0)
+            if bad.any():
+                j = int(np.argmax(bad))
+                row, other = rep.iloc[j], ref.iloc[j]
+                raise ValueError(f"{row['file']} and {other['file']}: overlapping rows disagree ({int(bad.sum())}), "
+                                 f"first ({row['timestamp']}, {row['symbol']}): close {row['close']!r} vs "
+                                 f"{other['close']!r}")
+        df = first.reset_index()
     wide = df.pivot(index="timestamp", columns="symbol", values="close").sort_index()
     wide = wide.reindex(columns=sorted(wide.columns))
     wide.index = wide.index.astype(np.int64)

@@ -13,6 +13,7 @@ correlations and vol multiplier (``regimes``). ``summary_table`` lays a fit out 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -41,7 +42,11 @@ class MarketFit(NamedTuple):
     of raw returns (NaN with ``"quantile"``; for information: it also counts the GARCH rise).
     ``jump_intensity`` is ``jump_flagged_intensity`` (flags per year) less
     ``jump_false_intensity`` (the fitted GARCH-t's own flags per year; 0 with ``net_jumps=False``),
-    floored at 0.
+    floored at 0. ``residuals`` (n, k) are the GARCH-standardized returns ``z_t = x_t / sqrt(h_t)``
+    of every bar, jump bars included (``x = r - mean`` of the non-jump returns, ``h_t`` the fitted
+    conditional variance), at ``residual_times`` (n,) (the later bar's timestamp of each return): the
+    sample that filtered historical simulation bootstraps (``residuals.write_residuals``).
+    ``stress_note`` says why the stress definition differs from the one asked for (empty if not).
     """
 
     symbols: tuple[str, ...]
@@ -70,19 +75,28 @@ class MarketFit(NamedTuple):
     stress_raw_vol_ratio: np.ndarray
     jump_flagged_intensity: np.ndarray
     jump_false_intensity: np.ndarray
+    residuals: np.ndarray | None = None
+    residual_times: np.ndarray | None = None
+    stress_note: str = ""
 
     def summary_table(self) -> pd.DataFrame:
         return summary_table(self)
 
 
 STRESS_DEFINITIONS = ("drawdown", "quantile")
+STRESS_FALLBACKS = (None, "quantile", "calm")
 MIN_REGIME_BARS = 10
+
+
+class FewRegimeBars(ValueError):
+    """Too few stress or calm bars for a regime's correlation (``fit_market``'s ``stress_fallback`` catches it)."""
 
 
 def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=None, bar_seconds: float = 3600.0,
                jump_threshold: float = 8.0, stress: str = "drawdown", stress_drawdown: float = 0.05,
                stress_halflife_bars: float = 6.0, stress_quantile: float = 0.1,
-               correlation_method: str | None = None, net_jumps: bool = True) -> MarketFit:
+               correlation_method: str | None = None, net_jumps: bool = True,
+               stress_fallback: str | None = None) -> MarketFit:
     """Fit the price model to the common window of ``symbols`` in ``closes``.
 
     Per asset: jumps (``fit_jumps``), vol from the non-jump returns, GARCH on the returns with jump
@@ -128,6 +142,12 @@ def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=
         stress_quantile: fraction of bars (lowest market returns) in stress (``"quantile"`` only).
         correlation_method: None (the definition's own), ``"selection"`` (``"quantile"`` only) or
             ``"pearson"``.
+        stress_fallback: what to do when ``"drawdown"`` finds fewer than ``MIN_REGIME_BARS`` stress
+            (or calm) bars, as in a calm window: None raises (the default); ``"quantile"`` warns
+            and refits with ``stress="quantile"`` (the stress correlation of the worst
+            ``stress_quantile`` market bars, vol multiplier 1); ``"calm"`` warns and keeps the drawdown
+            state with the stress correlation = the calm one and vol multiplier 1 (a regime with no
+            effect). ``stress_note`` records the fallback.
 
     Returns:
         MarketFit.
@@ -138,6 +158,8 @@ def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=
     """
     if isinstance(symbols, str):
         symbols = [symbols]
+    if stress_fallback not in STRESS_FALLBACKS:
+        raise ValueError(f"stress_fallback: must be one of {STRESS_FALLBACKS} (got {stress_fallback!r})")
     correlation_method = _correlation_method(stress, correlation_method)
     ret, used = returns_frame(closes, symbols, start, end, bar_seconds)
     r = ret.to_numpy()
@@ -145,7 +167,7 @@ def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=
     if n < 100:
         raise ValueError(f"window: {n} returns, need at least 100")
     annual = SECONDS_PER_YEAR / bar_seconds
-    z, fields = _fit_assets(r, jump_threshold, bar_seconds, annual)
+    z, z_all, fields = _fit_assets(r, jump_threshold, bar_seconds, annual)
     nu, nu_se = fit_student_t_nu(z[np.isfinite(z)])
     flagged = fields["ji"].copy()
     false = np.zeros(k)
@@ -160,12 +182,28 @@ def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=
     zc = z[clean]
     if len(zc) < 100:
         raise ValueError(f"window: {len(zc)} bars without a jump in any asset, need at least 100")
-    sel, share, dd, hl, vm, raw = _stress_split(r, z, clean, stress, stress_drawdown, stress_halflife_bars,
-                                                stress_quantile)
+    note = ""
+    try:
+        sel, share, dd, hl, vm, raw = _stress_split(r, z, clean, stress, stress_drawdown, stress_halflife_bars,
+                                                    stress_quantile)
+    except FewRegimeBars as e:
+        if stress != "drawdown" or stress_fallback is None:
+            raise
+        note = f"{e}; fell back to stress_fallback={stress_fallback!r}"
+        warnings.warn(note, stacklevel=2)
+        if stress_fallback == "quantile":
+            stress, correlation_method = "quantile", _correlation_method("quantile", None)
+            sel, share, dd, hl, vm, raw = _stress_split(r, z, clean, stress, stress_drawdown, stress_halflife_bars,
+                                                        stress_quantile)
+        else:  # "calm": the drawdown state kept, with no effect (stress matrix = calm, multiplier 1)
+            dd_mask = drawdown_stress_mask(r, stress_drawdown, stress_halflife_bars)
+            sel = np.zeros(len(zc), bool)
+            share, dd, hl = float(dd_mask.mean()), float(stress_drawdown), float(stress_halflife_bars)
+            vm, raw = np.ones(k), np.full(k, math.nan)
     market = zc.mean(axis=1)
     t_nu = nu if correlation_method == "selection" else None
     calm_c = regime_correlation(zc, ~sel, market, method=correlation_method, nu=t_nu)
-    stress_c = regime_correlation(zc, sel, market, method=correlation_method, nu=t_nu)
+    stress_c = regime_correlation(zc, sel, market, method=correlation_method, nu=t_nu) if sel.any() else calm_c
     return MarketFit(
         symbols=tuple(symbols), last_price=used.iloc[-1].to_numpy(np.float64), vol=fields["vol"],
         nu=nu, nu_se=nu_se, jump_intensity=intensity, jump_mean=fields["jm"], jump_std=fields["js"],
@@ -173,7 +211,8 @@ def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=
         calm_correlation=calm_c, stress_correlation=stress_c, n_returns=n,
         start=int(used.index[0]), end=int(used.index[-1]), bar_seconds=float(bar_seconds),
         stress=stress, stress_drawdown=dd, stress_halflife_bars=hl, stress_share=share, stress_vol_multiplier=vm,
-        stress_raw_vol_ratio=raw, jump_flagged_intensity=flagged, jump_false_intensity=false)
+        stress_raw_vol_ratio=raw, jump_flagged_intensity=flagged, jump_false_intensity=false,
+        residuals=z_all, residual_times=ret.index.to_numpy(np.int64), stress_note=note)
 
 
 def _correlation_method(stress: str, correlation_method: str | None) -> str:
@@ -192,10 +231,12 @@ def _correlation_method(stress: str, correlation_method: str | None) -> str:
 
 def _fit_assets(r, jump_threshold: float, bar_seconds: float, annual: float):
     """Per asset (column of ``r``): jumps, vol, GARCH. Returns the GARCH-standardized returns ``z`` (NaN on
-    each asset's jump bars) and a dict of (k,) arrays: ``vol``, flagged jump rate ``ji``, jump mean ``jm``
+    each asset's jump bars), the same on every bar ``z_all`` (jump bars included), and a dict of (k,)
+    arrays: ``vol``, flagged jump rate ``ji``, jump mean ``jm``
     and std ``js``, GARCH ``a``, ``b`` and their SEs ``ase``, ``bse``."""
     n, k = r.shape
     z = np.full((n, k), np.nan)
+    z_all = np.empty((n, k))
     fields = {f: np.empty(k) for f in ("vol", "ji", "jm", "js", "a", "b", "ase", "bse")}
     for i in range(k):
         jf = fit_jumps(r[:, i], jump_threshold, bar_seconds=bar_seconds)
@@ -203,11 +244,12 @@ def _fit_assets(r, jump_threshold: float, bar_seconds: float, annual: float):
         x = r[:, i] - r[keep, i].mean()
         var = float(np.mean(x[keep] ** 2))
         g = fit_garch(r[:, i], var=var, exclude=jf.mask)
-        z[keep, i] = x[keep] / np.sqrt(g.conditional_var[keep])
+        z_all[:, i] = x / np.sqrt(g.conditional_var)
+        z[keep, i] = z_all[keep, i]
         for f, v in zip(fields, (math.sqrt(var * annual), jf.intensity_per_year, jf.mean, jf.std,
                                  g.alpha, g.beta, g.alpha_se, g.beta_se), strict=True):
             fields[f][i] = v
-    return z, fields
+    return z, z_all, fields
 
 
 def _stress_split(r, z, clean, stress: str, stress_drawdown: float, stress_halflife_bars: float,
@@ -231,7 +273,7 @@ def _stress_split(r, z, clean, stress: str, stress_drawdown: float, stress_halfl
         share, dd, hl, vm, raw = float(sel.mean()), math.nan, math.nan, np.ones(k), np.full(k, math.nan)
     n_on, n_off = int(sel.sum()), int((~sel).sum())
     if min(n_on, n_off) < MIN_REGIME_BARS:
-        raise ValueError(f"stress: {n_on} stress and {n_off} calm bars without a jump, need at least "
+        raise FewRegimeBars(f"stress: {n_on} stress and {n_off} calm bars without a jump, need at least "
                          f"{MIN_REGIME_BARS} of each (stress={stress!r}, drawdown {stress_drawdown}, "
                          f"halflife {stress_halflife_bars} bars)")
     return sel, share, dd, hl, vm, raw
@@ -255,7 +297,7 @@ def summary_table(fit: MarketFit) -> pd.DataFrame:
     df.attrs.update(
         nu=fit.nu, nu_se=fit.nu_se, n_returns=fit.n_returns, start=fit.start, end=fit.end,
         bar_seconds=fit.bar_seconds, stress=fit.stress, stress_drawdown=fit.stress_drawdown,
-        stress_halflife_bars=fit.stress_halflife_bars, stress_share=fit.stress_share,
+        stress_halflife_bars=fit.stress_halflife_bars, stress_share=fit.stress_share, stress_note=fit.stress_note,
         calm_mean_offdiag=float(fit.calm_correlation[iu].mean()) if k > 1 else math.nan,
         stress_mean_offdiag=float(fit.stress_correlation[iu].mean()) if k > 1 else math.nan)
     return df

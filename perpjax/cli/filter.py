@@ -1,0 +1,130 @@
+"""``perpjax filter``: move a fitted config's ``market_state`` to a later forecast origin.
+
+What a daily risk run does: the parameters stay as fitted (nothing is re-estimated); the GARCH
+variances and the stress regime are filtered through the bars before ``--end`` (``estimate.filter_state``:
+no bar at or after it is read) and only the ``market_state`` block of the file is replaced; every other
+line is kept as written (``innovations.residuals`` is re-pointed only when ``--out`` is in another
+directory, so the file still finds its residuals).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    fl = sub.add_parser("filter", help="update a fitted config's market_state (GARCH variance, regime) to a later "
+                                       "origin, parameters unchanged",
+                        description="Filter the fitted GARCH variances and the stress regime to the origin --end "
+                                    "(bars before it only) and write them as the config's market_state.")
+    fl.add_argument("config", help="a config written by `perpjax fit` (it needs a garch section)")
+    fl.add_argument("csv", nargs="*", help="price files (format of ../shared/data; several make one window, rows "
+                                           "repeated across files must agree); default: the shared hourly file")
+    fl.add_argument("--end", required=True, help="forecast origin: end of the filtered window, exclusive "
+                                                 "(UTC date or unix seconds)")
+    fl.add_argument("--out", help="config to write (default: update CONFIG in place)")
+    fl.add_argument("--symbols", help="comma-separated data symbols, one per config asset in order (default: the "
+                                      "residual file's symbols, else NAME + USDT)")
+    fl.add_argument("--lookback-days", type=float, default=90.0, help="days of bars filtered (default 90)")
+    fl.add_argument("--jump-threshold", type=float, default=8.0,
+                    help="bars flagged as jumps at this threshold enter as an average shock, as in the fit "
+                         "(default 8; 0 = none)")
+    fl.set_defaults(func=run_command)
+
+
+NOTE = "# market_state filtered by `perpjax filter`"
+
+
+def replace_block(text: str, key: str, block: str, comment: str | None = None) -> str:
+    """``text`` (YAML) with its top-level ``key:`` block (the key's line and the indented lines under it, with
+    the comment lines just above it that start with ``comment``) replaced by ``block``, or ``block``
+    appended if there is none."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(f"{key}:")), None)
+    if start is None:
+        return text + ("" if text.endswith("\n") or not text else "\n") + block
+    end = start + 1
+    while comment and start > 0 and lines[start - 1].startswith(comment):
+        start -= 1
+    while end < len(lines) and (lines[end][:1] in (" ", "\t", "-", "\n") or not lines[end].strip()):
+        end += 1
+    return "".join(lines[:start]) + block + "".join(lines[end:])
+
+
+def _symbols(a, cfg, names, residuals) -> list:
+    if a.symbols:
+        symbols = [x.strip() for x in a.symbols.split(",") if x.strip()]
+    elif residuals is not None and residuals.get("symbols"):
+        symbols = residuals["symbols"]
+    else:
+        symbols = [f"{n}USDT" for n in names]
+    if len(symbols) != len(names):
+        raise ValueError(f"--symbols: {len(symbols)} symbols for the config's {len(names)} assets {names}")
+    return symbols
+
+
+def _check_state_assets(cfg, names, residuals, path) -> None:
+    """A ``market_state`` or residual file for another asset set is an error (naming the field or file)."""
+    ms = cfg.get("market_state")
+    if isinstance(ms, dict) and isinstance(ms.get("variance_ratio"), list) and len(ms["variance_ratio"]) != len(names):
+        raise ValueError(f"market_state.variance_ratio: {len(ms['variance_ratio'])} values for the config's "
+                         f"{len(names)} assets {names} (a state for a different asset set) in {path}")
+    if residuals is not None and residuals["assets"] != names:
+        raise ValueError(f"innovations.residuals: {cfg['innovations']['residuals']} holds assets "
+                         f"{residuals['assets']}, the config has {names} (a state for a different asset set)")
+
+
+def run_command(a) -> int:
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    from .. import estimate, replay
+    from ..config import ConfigError, build_model, load_config
+    from ..io import atomic_write_text
+    from ..timeutil import format_time, parse_time
+
+    src = Path(a.config)
+    out = Path(a.out) if a.out else src
+    try:
+        cfg = load_config(src)
+        g = estimate.garch_from_config(cfg)
+        names = g["names"]
+        inn = cfg.get("innovations") or {}
+        residuals = estimate.read_residuals(inn["residuals"]) if inn.get("residuals") else None
+        _check_state_assets(cfg, names, residuals, src)
+        symbols = _symbols(a, cfg, names, residuals)
+        origin = parse_time(a.end, "--end")
+        if residuals is not None and origin < residuals["end"]:
+            raise ValueError(f"--end: {format_time(origin)} is before the end of the fit window "
+                             f"{format_time(residuals['end'])} ({inn['residuals']}): the fitted "
+                             "parameters would use data after the origin")
+        closes = estimate.read_prices(a.csv if a.csv else replay.default_data_path())
+        st = estimate.filter_config_state(cfg, closes, symbols, origin, lookback_seconds=a.lookback_days * 86400,
+                                          jump_threshold=a.jump_threshold or None)
+        state = estimate.market_state(st)
+        build_model({**cfg, "market_state": state})  # the written config must be valid as it stands
+        text = src.read_text()
+        note = f"{NOTE} over {st.n_bars} bars of {', '.join(symbols)} to {state['time']}; parameters as fitted\n"
+        text = replace_block(text, "market_state", note + yaml.safe_dump({"market_state": state}, sort_keys=False),
+                             NOTE)
+        if out.resolve().parent != src.resolve().parent and inn.get("residuals"):
+            raw_inn = dict(yaml.safe_load(src.read_text()).get("innovations") or {})
+            raw_inn["residuals"] = os.path.relpath(inn["residuals"], out.resolve().parent)
+            text = replace_block(text, "innovations", yaml.safe_dump({"innovations": raw_inn}, sort_keys=False))
+    except (ValueError, ConfigError) as e:
+        print(f"perpjax: input error: {e}", file=sys.stderr)
+        return 2
+    vol = np.array([float(x["vol"]) for x in cfg["assets"]])
+    print(f"market state at {state['time']} ({st.n_bars} bars from {format_time(st.window_start)}, "
+          f"start weight {st.start_weight:.1e}); stress: {'on' if st.stress else 'off'}")
+    print(f"{'asset':8} {'symbol':10} {'last close':>12} {'var ratio':>10} {'cond. vol':>10} {'fitted vol':>10} "
+          f"{'jump bars':>9}")
+    for i, n in enumerate(names):
+        print(f"{n:8} {symbols[i]:10} {st.last_price[i]:12.6g} {st.variance_ratio[i]:10.4f} "
+              f"{vol[i] * np.sqrt(st.variance_ratio[i]):10.4f} {vol[i]:10.4f} {int(st.jump_bars[i]):9d}")
+    atomic_write_text(out, text)
+    print(f"\nwrote {out} (market_state only; run it: perpjax simulate {out})")
+    return 0

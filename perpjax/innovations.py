@@ -1,0 +1,162 @@
+"""Innovation kinds: the unit-variance shocks that drive the diffusion, and the residual sample.
+
+* ``gaussian``: ``eps = L z``, ``z`` standard normal, ``L`` a factor of the correlation.
+* ``student_t``: ``eps = L z sqrt((nu - 2) / W)``, ``W ~ chi2(nu)``: one mixing variable per draw, so
+  the assets are jointly t (tails arrive together) and each coordinate has unit variance.
+* ``historical``: filtered historical simulation (Barone-Adesi, Giannopoulos & Vosper 1999, "VaR
+  without correlations for portfolios of derivative securities", J. Futures Markets 19(5); the CCP
+  initial-margin method). A GARCH is fitted per asset, the residuals are standardised,
+  ``z_t = r_t / sqrt(h_t)``, and each simulated bar draws a *whole cross-asset vector* ``z_t``
+  uniformly with replacement from that sample, then rescales it by the simulated conditional vol.
+  The sample carries the cross-asset dependence (and its tail dependence, skew and kurtosis), so no
+  correlation factor is applied on top of it.
+
+At load (``load_residuals``) the sample is standardised per asset to mean 0 and variance 1
+(``(z - mean) / std``, population std): the GARCH's variance target then holds exactly, while the
+shape (skew, tails, dependence) is kept. The resampling index of a draw is ``floor(u n)`` of a
+uniform ``u`` from the draw's own counter (``random``), so results do not depend on chunking.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import random as R
+
+INNOVATIONS = ("gaussian", "student_t", "historical")
+MIN_RESIDUAL_ROWS = 250
+GAMMA_TRIES = 8
+
+# Stream ids of one draw of the innovation: per step, or per bar (``PriceModel.bar_steps`` > 1).
+STEP_STREAMS = {"normal": R.PRICE, "student": R.STUDENT, "accept": R.STUDENT_ACCEPT, "resample": R.RESAMPLE}
+BAR_STREAMS = {"normal": R.BAR_PRICE, "student": R.BAR_STUDENT, "accept": R.BAR_STUDENT_ACCEPT,
+               "resample": R.BAR_RESAMPLE}
+
+
+def integer_nu(nu: float) -> bool:
+    return float(nu).is_integer() and nu <= 32
+
+
+def innovation_spec(kind: str, nu: float, n_assets: int, streams: dict) -> tuple:
+    """The streams one innovation draw uses: ((stream, n, kind), ...) for ``random.draw``."""
+    if kind == "historical":
+        return ((streams["resample"], 1, "uniform"),)
+    spec = [(streams["normal"], n_assets, "normal")]
+    if kind == "student_t":
+        if integer_nu(nu):
+            k, odd = divmod(int(nu), 2)
+            spec += [(streams["student"], k, "uniform")] if k else []
+            spec += [(streams["accept"], 1, "normal")] if odd else []
+        else:
+            spec += [(streams["student"], GAMMA_TRIES, "normal"), (streams["accept"], GAMMA_TRIES, "uniform")]
+    return tuple(spec)
+
+
+def student_mixing(d: dict, nu: float, streams: dict, dtype):
+    """``W / (nu - 2)`` with ``W ~ chi2(nu)`` from the draw's streams; ``eps = z / sqrt(that)``.
+
+    Integer nu <= 32, exact and rejection-free: chi2(2k) = -2 log(U_1...U_k) (a Gamma(k, 2)), plus
+    one squared normal when nu is odd; otherwise W = 2 Gamma(nu/2) by Marsaglia-Tsang."""
+    if integer_nu(nu):
+        k, odd = divmod(int(nu), 2)
+        w = jnp.zeros((), dtype)
+        if k:
+            w = -2.0 * jnp.sum(jnp.log(d[streams["student"]]))
+        if odd:
+            w = w + d[streams["accept"]][0] ** 2
+    else:
+        w = 2.0 * R.gamma_from(d[streams["student"]], d[streams["accept"]], nu / 2.0)
+    return w / (nu - 2.0)
+
+
+def resample(sample, u):
+    """Row ``floor(u n)`` of the residual sample (n, assets): a uniform bootstrap draw of a whole vector."""
+    n = sample.shape[0]
+    i = jnp.clip(jnp.floor(u[0] * n).astype(jnp.int32), 0, n - 1)
+    return jax.lax.dynamic_index_in_dim(sample, i, axis=0, keepdims=False)
+
+
+def standardise(z: np.ndarray) -> np.ndarray:
+    """Per-asset ``(z - mean) / std`` (population std): mean 0, variance 1, shape kept."""
+    z = np.asarray(z, np.float64)
+    return (z - z.mean(axis=0)) / z.std(axis=0)
+
+
+def sample_correlation(sample: np.ndarray) -> np.ndarray:
+    """Correlation of a standardised sample, ``z^T z / n`` (exactly unit diagonal up to rounding)."""
+    c = sample.T @ sample / sample.shape[0]
+    d = np.sqrt(np.diag(c))
+    c = c / d[:, None] / d[None, :]
+    np.fill_diagonal(c, 1.0)
+    return 0.5 * (c + c.T)
+
+
+def load_residuals(path, names) -> tuple[np.ndarray, float]:
+    """Read a residual file (``numpy.savez``: ``residuals`` (n, assets) float, ``assets`` (assets,) str,
+    ``bar_seconds``) and return (the standardised sample, bar_seconds).
+
+    Raises ``ValueError`` naming the file and the rule: missing or unreadable file, missing array,
+    assets not the config's (names and order), fewer than ``MIN_RESIDUAL_ROWS`` rows, non-finite
+    values, a column with no variance, a bar length not > 0."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            data = {k: np.asarray(f[k]) for k in f.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same config error
+        raise ValueError(f"cannot read {p} as an npz file ({type(e).__name__}: {e})") from None
+    for key in ("residuals", "assets", "bar_seconds"):
+        if key not in data:
+            raise ValueError(f"{p}: no array {key!r} (has {sorted(data)})")
+    assets = [str(a) for a in np.atleast_1d(data["assets"]).tolist()]
+    if assets != list(names):
+        raise ValueError(f"{p}: residual assets {assets} do not match the config's assets {list(names)} "
+                         "(same names, same order)")
+    try:
+        z = np.asarray(data["residuals"], np.float64)
+        bar = float(np.asarray(data["bar_seconds"], np.float64).reshape(()))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{p}: residuals and bar_seconds must be numeric ({e})") from None
+    if z.ndim != 2 or z.shape[1] != len(names):
+        raise ValueError(f"{p}: residuals must have shape (n, {len(names)}), got {z.shape}")
+    if z.shape[0] < MIN_RESIDUAL_ROWS:
+        raise ValueError(f"{p}: {z.shape[0]} residual rows, need at least {MIN_RESIDUAL_ROWS}")
+    if not np.all(np.isfinite(z)):
+        bad = np.argwhere(~np.isfinite(z))[0]
+        raise ValueError(f"{p}: residuals must be finite (row {bad[0]}, asset {names[bad[1]]} is {z[tuple(bad)]})")
+    if np.any(z.std(axis=0) <= 0):
+        raise ValueError(f"{p}: a residual column has zero variance")
+    if not (math.isfinite(bar) and bar > 0):
+        raise ValueError(f"{p}: bar_seconds must be > 0 (got {bar})")
+    return standardise(z), bar
+
+
+def winsorised_moments(kind: str, nu: float, cap: float, sample=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(E[w], E[w^2])`` per asset of the winsorised squared unit innovation ``w = min(eps^2, cap)``.
+
+    Gaussian: ``eps^2 ~ chi2(1)``; Student-t: ``eps^2 nu / (nu - 2) ~ F(1, nu)``; historical: the sample's
+    means. Integrals by quadrature below the cap plus ``cap^k P(eps^2 > cap)``."""
+    from scipy import integrate, stats
+
+    if kind == "historical":
+        w = np.minimum(np.asarray(sample, np.float64) ** 2, cap)
+        return w.mean(axis=0), (w * w).mean(axis=0)
+    k = (nu - 2.0) / nu if kind == "student_t" else 1.0
+    law = stats.f(1.0, nu) if kind == "student_t" else stats.chi2(1)
+    c = cap / k
+    m = [cap**p * law.sf(c) + k**p * integrate.quad(lambda x, p=p: x**p * law.pdf(x), 0.0, c, limit=200)[0]
+         for p in (1, 2)]
+    n = 1 if sample is None else np.shape(sample)[1]
+    return np.full(n, m[0]), np.full(n, m[1])
+
+
+def variance_persistence(a, b, m1, m2):
+    """``a^2 E[w^2] / E[w]^2 + 2 a b + b^2``: the GARCH(1,1) variance ratio has a finite variance iff < 1
+    (its second-moment recursion, fed ``z2 = v2 w / E[w]``; Bollerslev 1986, He & Terasvirta 1999)."""
+    return a * a * m2 / (m1 * m1) + 2.0 * a * b + b * b
