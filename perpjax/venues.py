@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from importlib import resources
 
 import numpy as np
@@ -196,8 +197,232 @@ def funding_rate(premiums, venue: str, *, interest: float | None = None, clamp: 
 
 
 def preset_ladder(spec: str) -> list[dict]:
-    """Config tiers from ``"venue:SYMBOL"`` (e.g. ``"binance_usdm:BTCUSDT"``)."""
+    """Config tiers from ``"venue:SYMBOL"`` (e.g. ``"binance_usdm:BTCUSDT"``), or from a bracket file
+    ``"FILE.json[:SYMBOL]"`` / ``"FILE.csv"`` (``read_brackets``)."""
+    path, symbol = spec, None
+    if not spec.lower().endswith((".csv", ".json")) and ":" in spec:
+        path, symbol = spec.rsplit(":", 1)
+    if path.lower().endswith((".csv", ".json")):
+        return read_brackets(path, symbol).as_config_tiers()
     venue, _, symbol = spec.partition(":")
     if not symbol:
         raise ValueError(f"ladder preset: expected 'venue:SYMBOL', got {spec!r}")
     return brackets(venue, symbol).as_config_tiers()
+
+
+# --- A venue's bracket table as a file (Binance's leverage-bracket API) -----------------------------------------
+
+BRACKET_FIELDS = ("bracket", "initialLeverage", "notionalCap", "notionalFloor", "maintMarginRatio", "cum")
+
+
+def read_brackets(path, symbol: str | None = None) -> Brackets:
+    """A bracket table from a file, as Binance publishes it, checked row by row.
+
+    Formats (Binance ``GET /fapi/v1/leverageBracket``,
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Notional-and-Leverage-Brackets):
+
+    * JSON: the API's response, a list of ``{"symbol", "brackets": [...]}`` (``symbol`` picks one when
+      it holds several), one such object, or a bare list of brackets;
+    * CSV: one row per bracket with the API's field names as columns,
+      ``bracket,initialLeverage,notionalCap,notionalFloor,maintMarginRatio,cum`` (``cum`` and
+      ``bracket`` optional; a ``symbol`` column is filtered by ``symbol``).
+
+    ``cum`` is computed by the recursion ``cum_k = cum_{k-1} + floor_k (MMR_k - MMR_{k-1})`` (Binance FAQ
+    "Leverage and Margin of USDⓈ-M Futures"); where the file states it, it must agree. Raises ValueError
+    naming the file, the row and the field: a gap or overlap between one row's cap and the next row's
+    floor, a maintenance rate below the previous row's, a stated cum that disagrees, a missing or
+    non-numeric field.
+    """
+    import csv
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ValueError(f"brackets: {path}: {e.strerror or e}") from None
+    name = p.name
+    if p.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name}: not valid JSON ({e})") from None
+        rows, labels = _json_bracket_rows(data, symbol, name), None
+    else:
+        reader = csv.DictReader(text.splitlines())
+        missing = [f for f in ("notionalFloor", "notionalCap", "maintMarginRatio", "initialLeverage")
+                   if f not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{name}: missing column(s) {', '.join(missing)} (expected Binance's fields: "
+                             f"{','.join(BRACKET_FIELDS)})")
+        rows, labels = [], []
+        for r in reader:
+            if symbol is not None and r.get("symbol") not in (None, "", symbol):
+                continue
+            rows.append(r)
+            labels.append(f"row {len(rows)} (line {reader.line_num})")
+        if not rows:
+            raise ValueError(f"{name}: no bracket rows" + (f" for symbol {symbol!r}" if symbol else ""))
+    return brackets_from_rows(rows, name=name, labels=labels)
+
+
+def _json_bracket_rows(data, symbol, name):
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{name}: expected the leverageBracket response (a list of {{symbol, brackets}})")
+    if all(isinstance(d, dict) and "brackets" in d for d in data):
+        known = [str(d.get("symbol")) for d in data]
+        if symbol is not None:
+            data = [d for d in data if d.get("symbol") == symbol]
+            if not data:
+                raise ValueError(f"{name}: symbol {symbol!r} not in the file (it has: {', '.join(known)})")
+        elif len(data) > 1:
+            raise ValueError(f"{name}: the file holds {len(data)} symbols ({', '.join(known[:8])}"
+                             f"{', ...' if len(known) > 8 else ''}); pick one with --symbol")
+        rows = data[0]["brackets"]
+    else:
+        rows = data
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{name}: 'brackets' must be a non-empty list of objects")
+    return rows
+
+
+def brackets_from_rows(rows, *, name: str = "brackets", labels=None) -> Brackets:
+    """Brackets from rows with Binance's field names (dicts; numbers or numeric strings), checked row by row.
+
+    The ladder rules are ``margin.validate_tiers`` / ``margin.validate_continuity`` (run again on the
+    result); this states each break with the row and the field, as a user needs to fix a file.
+    """
+    labels = labels or [f"row {k + 1}" for k in range(len(rows))]
+
+    def num(k, field, required=True):
+        v = rows[k].get(field)
+        if v is None or (isinstance(v, str) and v.strip() == ""):
+            if required:
+                raise ValueError(f"{name}: {labels[k]}: {field} is missing")
+            return None
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: {labels[k]}: {field} must be a number (got {v!r})") from None
+        if not math.isfinite(x):
+            raise ValueError(f"{name}: {labels[k]}: {field} must be finite (got {v!r})")
+        return x
+
+    n = len(rows)
+    floor = [num(k, "notionalFloor") for k in range(n)]
+    cap = [num(k, "notionalCap") for k in range(n)]
+    mmr = [num(k, "maintMarginRatio") for k in range(n)]
+    lev = [num(k, "initialLeverage") for k in range(n)]
+    stated = [num(k, "cum", required=False) for k in range(n)]
+    if floor[0] != 0:
+        raise ValueError(f"{name}: {labels[0]}: notionalFloor must be 0 in the first bracket (got {floor[0]:,.10g})")
+    cum = [0.0] * n
+    for k in range(n):
+        if not cap[k] > floor[k]:
+            raise ValueError(f"{name}: {labels[k]}: notionalCap {cap[k]:,.10g} must be above notionalFloor "
+                             f"{floor[k]:,.10g}")
+        if not 0 <= mmr[k] < 1:
+            raise ValueError(f"{name}: {labels[k]}: maintMarginRatio must lie in [0, 1) (got {mmr[k]:.10g})")
+        if not lev[k] >= 1:
+            raise ValueError(f"{name}: {labels[k]}: initialLeverage must be >= 1 (got {lev[k]:.10g})")
+        if not mmr[k] < 1.0 / lev[k]:
+            raise ValueError(f"{name}: {labels[k]}: maintMarginRatio {mmr[k]:.10g} must be below the initial "
+                             f"margin rate 1/initialLeverage = {1.0 / lev[k]:.10g}")
+        if k:
+            if floor[k] != cap[k - 1]:
+                what = "a gap" if floor[k] > cap[k - 1] else "an overlap"
+                raise ValueError(f"{name}: {labels[k]}: notionalFloor {floor[k]:,.10g} does not meet the notionalCap "
+                                 f"{cap[k - 1]:,.10g} of {labels[k - 1]} ({what} in the ladder)")
+            if mmr[k] < mmr[k - 1]:
+                raise ValueError(f"{name}: {labels[k]}: maintMarginRatio {mmr[k]:.10g} is below the "
+                                 f"{mmr[k - 1]:.10g} of {labels[k - 1]} (rates must be non-decreasing)")
+            cum[k] = cum[k - 1] + floor[k] * (mmr[k] - mmr[k - 1])
+        if stated[k] is not None and abs(stated[k] - cum[k]) > 1e-6 + 1e-9 * abs(cum[k]):
+            step = f" = cum {cum[k - 1]:,.2f} + {floor[k]:,.10g} x ({mmr[k]:.10g} - {mmr[k - 1]:.10g})" if k else ""
+            raise ValueError(f"{name}: {labels[k]}: cum {stated[k]:,.10g} disagrees with the recursion "
+                             f"{cum[k]:,.2f}{step}")
+    return Brackets(np.array(floor), np.array(mmr), np.array(lev), np.array(cum), max_notional=cap[-1], name=name)
+
+
+def margin_at(br: Brackets, notional: float) -> dict:
+    """MM(N) = N MMR_k - cum_k with the bracket k that contains N, and that bracket's numbers."""
+    if not (notional >= 0 and math.isfinite(notional)):
+        raise ValueError(f"notional: must be a finite number >= 0 (got {notional})")
+    if notional > br.max_notional:
+        raise ValueError(f"notional: {notional:,.2f} exceeds the last bracket's cap {br.max_notional:,.2f}")
+    k = br.tier(notional)
+    return {"bracket": k + 1, "floor": float(br.floors[k]), "mmr": float(br.mmr[k]), "cum": float(br.cum[k]),
+            "max_leverage": float(br.max_leverage[k]), "maintenance": float(br.maintenance(notional)),
+            "initial": float(notional * br.imr[k])}
+
+
+# --- dYdX v4 --------------------------------------------------------------------------------------------------
+
+
+def dydx_fillable_price(oracle, size, quote_balance, mmf, *, other_nc=0, other_mmr=0, bankruptcy_adjustment=1,
+                        spread_to_mmr=Fraction(1, 10)) -> Fraction:
+    """dYdX v4 liquidation fillable price, exact (rationals, as the chain computes it).
+
+    dydxprotocol/v4-chain ``protocol/x/clob/keeper/liquidations.go`` ``GetFillablePrice``:
+    ``(PNNV - ABR * SMMR * PMMR) / PS`` with ``ABR = clamp(BA * (1 - TNC / TMMR), 0, 1)``; PS the signed
+    position size (short < 0), PNNV = PS x oracle, PMMR = |PS| x oracle x MMF, TNC = quote balance + PNNV +
+    ``other_nc`` (the other positions' net notional), TMMR = PMMR + ``other_mmr``. BA = bankruptcy adjustment,
+    SMMR = spread to maintenance-margin ratio (``liquidations_config.fillable_price_config``). Numbers are
+    taken as decimals (``Fraction(str(x))``): the result is exact, as the chain's ``big.Rat``.
+    """
+    q = [as_fraction(k, v) for k, v in (("oracle", oracle), ("size", size), ("quote_balance", quote_balance),
+                                  ("mmf", mmf), ("other_nc", other_nc), ("other_mmr", other_mmr),
+                                  ("bankruptcy_adjustment", bankruptcy_adjustment), ("spread_to_mmr", spread_to_mmr))]
+    px, ps, bal, f, onc, ommr, ba, smmr = q
+    if px <= 0:
+        raise ValueError(f"oracle: must be > 0 (got {oracle})")
+    if ps == 0:
+        raise ValueError("size: must be a non-zero signed size (short < 0)")
+    if not 0 < f < 1:
+        raise ValueError(f"mmf: must lie in (0, 1) (got {mmf})")
+    if ba < 0 or smmr < 0 or ommr < 0:
+        raise ValueError("bankruptcy_adjustment, spread_to_mmr, other_mmr: must be >= 0")
+    pnnv = ps * px
+    pmmr = abs(ps) * px * f
+    tnc, tmmr = bal + pnnv + onc, pmmr + ommr
+    abr = min(max(ba * (1 - tnc / tmmr), Fraction(0)), Fraction(1))
+    return (pnnv - abr * smmr * pmmr) / ps
+
+
+def dydx_funding_index_delta(rate_8h_ppm: int, seconds: int, price_value: int, price_exponent: int,
+                             atomic_resolution: int) -> int:
+    """dYdX v4 funding-index change, in the chain's integers (ppm of quote quantums per base quantum).
+
+    dydxprotocol/v4-chain ``protocol/x/perpetuals/funding/funding.go`` ``GetFundingIndexDelta``:
+    ``trunc(trunc(seconds x rate_ppm x price_value x 10^(price_exponent + atomic_resolution + 6)) / 28800)``
+    (``lib.BaseToQuoteQuantums``, quote atomic resolution -6; Go's ``Quo`` truncates toward zero).
+    In USD per coin this is ``rate x price x seconds / 8 h``: ``delta x 10^(-12 - atomic_resolution)``.
+    """
+    for k, v in (("rate_8h_ppm", rate_8h_ppm), ("seconds", seconds), ("price_value", price_value),
+                 ("price_exponent", price_exponent), ("atomic_resolution", atomic_resolution)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"{k}: must be an integer (got {v!r})")
+    if seconds < 0 or price_value < 0:
+        raise ValueError("seconds, price_value: must be >= 0")
+    r = seconds * rate_8h_ppm * price_value
+    e = price_exponent + atomic_resolution + 6
+    r = r * 10**e if e >= 0 else _quo(r, 10**-e)
+    return _quo(r, 8 * 60 * 60)
+
+
+def _quo(a: int, b: int) -> int:
+    """Integer division truncated toward zero (Go's ``big.Int.Quo``)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def as_fraction(name: str, x) -> Fraction:
+    """``x`` as an exact decimal (``Fraction(str(x))``); raises ValueError naming ``name``."""
+    try:
+        v = x if isinstance(x, Fraction) else Fraction(str(x))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{name}: must be a number (got {x!r})") from None
+    return v
