@@ -115,8 +115,62 @@ def bench_calibration(paths, repeats):
     return out
 
 
+_CHILD = """
+import json, resource, sys, time
+mode, paths, out, overrides = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+t0 = time.perf_counter()
+if mode == "cli":
+    from perpjax.cli import main
+    sets = [x for o in overrides for x in ("--set", o)]
+    rc = main(["simulate", "--paths", str(paths), "--seed", "0", "--out", out, "--no-progress", *sets])
+    assert rc == 0, rc
+    s = json.load(open(out + "/summary.json"))
+else:
+    import perpjax
+    s = perpjax.run(None, overrides=overrides, paths=paths, seed=0).summary
+wall = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print("RESULT", json.dumps({"wall_s": wall, "peak_rss_bytes": rss, "bad_debt_es_99": s["bad_debt_es_99"],
+                            "trader_loss_es_99": s["trader_loss_es_99"]}))
+"""
+
+
+def bench_memory(path_counts, overrides, modes=("cli", "api")):
+    """Peak RSS and wall time of a whole run in a fresh process: ``perpjax simulate --out`` (per-chunk
+    Parquet results: memory bounded by the chunk plus one column at the end) and the in-memory API
+    (``perpjax.run`` without an out dir: every per-path array in memory)."""
+    import subprocess
+    import tempfile
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        pass
+    for n in path_counts:
+        for mode in modes:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = subprocess.run([sys.executable, "-c", _CHILD, mode, str(n), tmp + "/out", json.dumps(overrides)],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    print(json.dumps({"case": f"memory_{mode}", "paths": n, "error": r.stderr[-2000:]}), flush=True)
+                    continue
+                res = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT"))[7:])
+                disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+            print(json.dumps({"case": f"memory_{mode}", "paths": n, "overrides": overrides, **res,
+                              "peak_rss_mib": res["peak_rss_bytes"] / 2**20, "out_dir_bytes": disk if mode == "cli"
+                              else None, "cpu": cpu, "jax": jax.__version__}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--memory", metavar="N1,N2,...",
+                    help="only this: peak RSS and wall time of `perpjax simulate --out` vs the in-memory API for "
+                         "these path counts (default config, --memory-set overrides), each in a fresh process")
+    ap.add_argument("--memory-set", action="append", default=None, metavar="KEY=VALUE",
+                    help="config overrides for --memory (default: time.horizon_seconds=3600)")
+    ap.add_argument("--memory-modes", default="cli,api")
     ap.add_argument("--paths", type=int, default=100_000)
     ap.add_argument("--numpy-paths", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
@@ -135,6 +189,10 @@ def main():
                     help="time the default book with each liquidation path and the full venue mechanics, "
                          "as ratios to the default book with full close")
     a = ap.parse_args()
+    if a.memory:
+        bench_memory([int(float(x)) for x in a.memory.split(",")], a.memory_set or ["time.horizon_seconds=3600"],
+                     tuple(a.memory_modes.split(",")))
+        return
     wl = Path(__file__).resolve().parent / "workload.yaml"
     pj = bench_perpjax(a.paths, a.repeats, a.unroll, wl)
     print(json.dumps(pj), flush=True)

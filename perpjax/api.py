@@ -16,29 +16,38 @@ from .metrics import by_tier, summarize
 
 @dataclass
 class Result:
-    """A finished run: venue summary, per-unit table, per-path table, manifest."""
+    """A finished run: venue summary, per-unit table, per-path table, manifest.
+
+    ``paths`` is None for a run stored in an out dir (``run(..., out=DIR)``): its per-path values
+    are the Parquet files ``DIR/paths/chunk-*.parquet`` (``pandas.read_parquet(DIR / "paths")``)."""
 
     summary: dict
     accounts: pd.DataFrame
-    paths: pd.DataFrame
+    paths: pd.DataFrame | None
     manifest: dict
     outcome: Outcome
 
     def write(self, out_dir) -> None:
-        """Write summary.json, accounts.csv, tiers.csv and manifest.json atomically into ``out_dir``."""
+        """Write accounts.csv, tiers.csv, summary.json and, last, manifest.json atomically into ``out_dir``
+        (a reader that sees manifest.json sees the finished set)."""
         d = Path(out_dir)
-        atomic_write_json(d / "summary.json", self.summary)
         atomic_write_text(d / "accounts.csv", self.accounts.to_csv(index=False))
         atomic_write_text(d / "tiers.csv", by_tier(self.accounts).to_csv(index=False))
+        atomic_write_json(d / "summary.json", self.summary)
         atomic_write_json(d / "manifest.json", self.manifest)
 
 
-def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, checkpoint=None) -> Result:
-    """Run a simulation from a config file path, a dict, or the packaged default (None).
+def config_fingerprint(resolved: dict) -> str:
+    """sha256 of the resolved config without seed and paths (those are checked on their own)."""
+    import hashlib
+    import json
 
-    ``checkpoint``: a file to save progress to after every chunk and to resume from
-    (see ``engine.simulate``); it is removed once the run has finished.
-    """
+    body = {k: v for k, v in resolved.items() if k not in ("seed", "paths")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resolve(config=None, *, overrides=(), paths=None, seed=None) -> dict:
+    """The config a run uses: a file path, a dict or the packaged default (None), overrides applied."""
     cfg = config if isinstance(config, dict) else load_config(config, overrides)
     if isinstance(config, dict) and overrides:
         from .config import apply_overrides
@@ -48,15 +57,64 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, chec
         cfg = {**cfg, "paths": paths}
     if seed is not None:
         cfg = {**cfg, "seed": seed}
-    model, labels, resolved = build_model(cfg)
-    t0 = time.perf_counter()
-    import hashlib
-    import json
+    return cfg
 
-    fingerprint = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=None, resume: bool = False,
+        warn=None, manifest_extra=None, check_book: bool = True) -> Result:
+    """Run a simulation from a config file path, a dict, or the packaged default (None).
+
+    Every margin unit must start at or above maintenance (``solvency.check_solvency``; a
+    ``ConfigError`` names the unit, unless ``book.start_below_maintenance`` is true: then
+    ``warn(message)`` is called, ``warnings.warn`` by default; ``check_book=False``: the caller did).
+
+    ``out``: an output directory. It is locked for the run (``store.OutDir``: a second run into it
+    is refused), each chunk's per-path rows are written to ``out/paths/chunk-*.parquet`` as it
+    finishes (memory bounded by the chunk; the summary is computed from the stored columns, with
+    the same numbers as in memory), and the results are written there at the end. ``resume``
+    continues the stored chunks of the same run (config, seed, paths, chunk size checked).
+    Without ``out`` everything stays in memory (``Result.paths`` is the per-path table).
+    """
+    cfg = resolve(config, overrides=overrides, paths=paths, seed=seed)
+    model, labels, resolved = build_model(cfg)
+    from .engine.driver import MAX_PATHS
+
+    if resolved["paths"] > MAX_PATHS:
+        from .config import ConfigError
+
+        raise ConfigError(f"paths: at most {MAX_PATHS:,} (got {resolved['paths']:,}): path keys are fold_in of a "
+                          "uint32 path index; split the run into runs with different seeds")
+    from .solvency import check_solvency
+
+    if warn is None:
+        import warnings
+
+        def warn(msg):
+            warnings.warn(msg, stacklevel=3)
+
+    if check_book:
+        check_solvency(model, labels, resolved, warn=warn)
+    if out is None:
+        return _run(model, labels, resolved, progress, None, False, manifest_extra)
+    from .store import ChunkStore, OutDir
+
+    with OutDir(out) as d:
+        if not resume:
+            d.clear_results()
+        store = ChunkStore(d.path / "paths", config_sha=config_fingerprint(resolved), seed=resolved["seed"],
+                           paths=resolved["paths"], asset_names=resolved["asset_names"])
+        res = _run(model, labels, resolved, progress, store, resume, manifest_extra)
+        res.write(d.path)
+    return res
+
+
+def _run(model, labels, resolved, progress, store, resume, manifest_extra) -> Result:
+    t0 = time.perf_counter()
     out = simulate(model, seed=resolved["seed"], n_paths=resolved["paths"], chunk_size=resolved["chunk_size"],
-                   progress=progress, checkpoint=checkpoint, fingerprint=fingerprint)
+                   progress=progress, store=store, resume=resume)
     wall = time.perf_counter() - t0
-    summary, accounts, per_path = summarize(out, model, labels, resolved)
+    summary, accounts, per_path = summarize(out, model, labels, resolved, paths_table=store is None)
     summary["path_steps_per_second"] = out.n_paths * out.n_steps / wall
-    return Result(summary, accounts, per_path, manifest(resolved, seed=resolved["seed"], wall_seconds=wall), out)
+    extra = {"stored_paths": "paths/chunk-*.parquet" if store is not None else None, **(manifest_extra or {})}
+    return Result(summary, accounts, per_path, manifest(resolved, seed=resolved["seed"], wall_seconds=wall,
+                                                        extra=extra), out)

@@ -18,6 +18,7 @@ def _atomic_write(path, mode: str, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a result file respects the umask
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -26,6 +27,20 @@ def _atomic_write(path, mode: str, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -56,12 +71,81 @@ def _jsonable(x):
         return str(x)
 
 
-def manifest(cfg: dict, *, seed: int, wall_seconds: float, extra=None) -> dict:
+def sha256_file(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_files(cfg: dict) -> list[str]:
+    """Every data file a resolved config reads: string values under a ``csv`` / ``residuals`` / ``*_file`` /
+    ``*_path`` key that name an existing file, and the default replay data when a replay uses it."""
+    found = []
+
+    def walk(x, key=""):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, str(k))
+        elif isinstance(x, list | tuple):
+            for v in x:
+                walk(v, key)
+        elif isinstance(x, str) and (key in ("csv", "residuals") or key.endswith(("_file", "_path", "_csv"))) \
+                and Path(x).is_file():
+            found.append(str(Path(x).resolve()))
+
+    walk(cfg)
+    replay = (cfg.get("events") or {}).get("replay") if isinstance(cfg.get("events"), dict) else None
+    if isinstance(replay, dict) and not replay.get("csv"):
+        from .replay import default_data_path
+
+        if default_data_path().is_file():
+            found.append(str(default_data_path().resolve()))
+    return sorted(set(found))
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout perpjax is imported from (``+dirty`` if it has changes), or None."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def manifest(cfg: dict, *, seed: int, wall_seconds: float, extra=None, command=None) -> dict:
+    """What produced a run: versions, device, commit, time, command line, scenario, config, data hashes."""
+    import datetime
+    import sys
+
     from . import __version__
 
     dev = jax.devices()[0]
+    versions = {"perpjax": __version__, "jax": jax.__version__, "python": platform.python_version()}
+    for mod in ("jaxlib", "equinox", "numpy", "pandas", "pyarrow"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - an optional module's version is informative only
+            versions[mod] = None
     m = {"perpjax_version": __version__, "jax_version": jax.__version__, "python": platform.python_version(),
+         "versions": versions,
          "device": {"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count()},
+         "git_commit": git_commit(),
+         "utc_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+         "command": list(sys.argv) if command is None else list(command),
+         "scenario": cfg.get("scenario"),
+         "data_files": {f: sha256_file(f) for f in data_files(cfg)},
          "seed": seed, "wall_seconds": wall_seconds, "xla_flags": os.environ.get("XLA_FLAGS", ""),
          "config": cfg}
     if extra:

@@ -47,8 +47,10 @@ def _level_key(alpha: float) -> str:
     return f"{alpha * 100:g}".replace(".", "_")
 
 
-def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """(venue summary dict, per-unit DataFrame, per-path DataFrame)."""
+def summarize(out, model, labels, cfg, paths_table: bool = True) -> tuple[dict, pd.DataFrame, pd.DataFrame | None]:
+    """(venue summary dict, per-unit DataFrame, per-path DataFrame or None without ``paths_table``).
+
+    ``out``: an ``Outcome`` or a ``store.StoredOutcome`` (per-path fields read one at a time)."""
     n = out.n_paths
     step_s = model.grid.step_seconds
     s = {"paths": n, "steps": out.n_steps, "seed": cfg["seed"], "step_seconds": step_s,
@@ -129,7 +131,7 @@ def summarize(out, model, labels, cfg) -> tuple[dict, pd.DataFrame, pd.DataFrame
         "p_starts_cascade": out.cascade_starts_sum / n,  # expected first-round liquidations per path
     })
     accounts.insert(3, "tier", _dominant_tier(model, cfg))
-    paths = pd.DataFrame(path_columns(out, cfg["asset_names"]))  # columns declared in engine.outputs
+    paths = pd.DataFrame(path_columns(out, cfg["asset_names"])) if paths_table else None  # engine.outputs
     return s, accounts, paths
 
 
@@ -144,13 +146,20 @@ def _dominant_tier(model, cfg) -> list[str]:
 
 
 def by_tier(accounts: pd.DataFrame) -> pd.DataFrame:
-    """Per-tier means of the per-unit metrics (liquidation probability, fairness, bad debt)."""
-    cols = ["p_liquidation", "expected_liquidation_events", "expected_loss", "expected_bad_debt",
-            "expected_slippage", "expected_over_liquidated_notional", "expected_excess_cost",
-            "mark_lag_artefact_share", "p_adl", "expected_adl_charge", "p_starts_cascade"]
-    g = accounts.groupby("tier")[cols].mean()
-    g.insert(0, "units", accounts.groupby("tier").size())
-    return g.reset_index()
+    """Per tier (each unit's dominant tier at entry): the number of units, the mean over the tier's units
+    of each per-unit metric (``*_mean_per_unit``) and, for the additive USD and count metrics, their sum
+    over the tier's units (``*_sum_over_units``). Shares and probabilities are only averaged."""
+    mean_cols = ["p_liquidation", "expected_liquidation_events", "expected_loss", "expected_bad_debt",
+                 "expected_slippage", "expected_over_liquidated_notional", "expected_excess_cost",
+                 "mark_lag_artefact_share", "p_adl", "expected_adl_charge", "p_starts_cascade"]
+    sum_cols = ["expected_liquidation_events", "expected_loss", "expected_bad_debt", "expected_slippage",
+                "expected_over_liquidated_notional", "expected_excess_cost", "expected_adl_charge"]
+    grouped = accounts.groupby("tier")
+    g = grouped[mean_cols].mean().add_suffix("_mean_per_unit")
+    s = grouped[sum_cols].sum().add_suffix("_sum_over_units")
+    out = pd.concat([g, s], axis=1)
+    out.insert(0, "units", grouped.size())
+    return out.reset_index()
 
 
 def _ratio(a: float, b: float) -> float:

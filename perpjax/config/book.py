@@ -27,7 +27,9 @@ def book_from_accounts(accounts, names, n_assets):
             rows.append((index[pos["asset"]], pos))
         if a["mode"] == "cross":
             if a["collateral"] is None:
-                raise ConfigError(f"{p}.collateral: required for a cross account")
+                raise ConfigError(f"{p}.collateral: required for a cross account (account {a['id']!r})")
+            if a["collateral"] < 0:
+                raise ConfigError(f"{p}.collateral: must be >= 0 (got {a['collateral']:g}, account {a['id']!r})")
             s, e = np.zeros(n_assets), np.ones(n_assets)
             for k, pos in rows:
                 if s[k] != 0:
@@ -38,6 +40,9 @@ def book_from_accounts(accounts, names, n_assets):
             for j, (k, pos) in enumerate(rows):
                 if pos["margin"] is None:
                     raise ConfigError(f"{p}.positions[{j}].margin: required for an isolated position")
+                if pos["margin"] < 0:
+                    raise ConfigError(f"{p}.positions[{j}].margin: must be >= 0 (got {pos['margin']:g}, account "
+                                      f"{a['id']!r}, {names[k]} position)")
                 s, e = np.zeros(n_assets), np.ones(n_assets)
                 s[k], e[k] = pos["size"], pos["entry"]
                 add(pos["margin"], s, e, a["id"], "isolated", f"{a['id']}:{names[k]}")
@@ -47,24 +52,86 @@ def book_from_accounts(accounts, names, n_assets):
 def read_book_csv(path, names):
     """CSV with columns account, mode, asset, size, entry, collateral (cross) / margin (isolated).
 
-    One row per position; a cross account repeats its collateral on each row.
+    One row per position; a cross account repeats its collateral on each row. Every fault is a
+    ``ConfigError`` naming the file and, for a bad value, its row (1-based line in the file, the
+    header is line 1) and column.
     """
+    where = f"book.csv: {path}"
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        raise ConfigError(f"book.csv: file not found: {path}") from None
-    need = {"account", "asset", "size", "entry"}
-    if not need <= set(df.columns):
-        raise ConfigError(f"book.csv: missing columns {sorted(need - set(df.columns))}")
-    accounts = []
-    for acc, g in df.groupby("account", sort=False):
-        mode = str(g["mode"].iloc[0]) if "mode" in g else "cross"
-        a = {"id": str(acc), "mode": mode, "collateral": None, "positions": []}
-        if mode == "cross":
-            a["collateral"] = float(g["collateral"].iloc[0]) if "collateral" in g else None
-        for _, r in g.iterrows():
-            a["positions"].append({"asset": str(r["asset"]), "size": float(r["size"]), "entry": float(r["entry"]),
-                                   "margin": float(r["margin"]) if "margin" in r and pd.notna(r["margin"]) else None})
-        accounts.append(a)
-    return accounts
+        raise ConfigError(f"{where}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not a CSV file") from None
+    except PermissionError:
+        raise ConfigError(f"{where}: not readable (permission denied)") from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{where}: empty file (expected a header: account,mode,asset,size,entry,"
+                          "collateral,margin)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{where}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    need = ["account", "asset", "size", "entry"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{where}: missing column(s) {', '.join(missing)} (columns found: "
+                          f"{', '.join(df.columns)}; needed: account, asset, size, entry, and collateral "
+                          "(cross) or margin (isolated))")
+    if df.empty:
+        raise ConfigError(f"{where}: no rows")
 
+    def cell(i, col, *, kind="number", required=True):
+        line = i + 2  # 1-based, after the header
+        raw = str(df.at[i, col]).strip() if col in df.columns else ""
+        if raw == "":
+            if required:
+                raise ConfigError(f"{where}: row {line}, column {col}: required value is empty")
+            return None
+        if kind == "str":
+            return raw
+        try:
+            v = float(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: row {line}, column {col}: must be a number (got {raw!r})") from None
+        if not np.isfinite(v):
+            raise ConfigError(f"{where}: row {line}, column {col}: must be a finite number (got {raw!r})")
+        return v
+
+    accounts = {}
+    for i in range(len(df)):
+        line = i + 2
+        acc = cell(i, "account", kind="str")
+        mode = cell(i, "mode", kind="str", required=False) or "cross"
+        if mode not in ("cross", "isolated"):
+            raise ConfigError(f"{where}: row {line}, column mode: must be 'cross' or 'isolated' (got {mode!r})")
+        asset = cell(i, "asset", kind="str")
+        if asset not in names:
+            raise ConfigError(f"{where}: row {line}, column asset: unknown asset {asset!r} (assets: "
+                              f"{', '.join(names)})")
+        size, entry = cell(i, "size"), cell(i, "entry")
+        if entry <= 0:
+            raise ConfigError(f"{where}: row {line}, column entry: must be > 0 (got {entry:g})")
+        a = accounts.get(acc)
+        if a is None:
+            a = accounts[acc] = {"id": acc, "mode": mode, "collateral": None, "positions": []}
+            if mode == "cross":
+                if "collateral" not in df.columns:
+                    raise ConfigError(f"{where}: missing column collateral (account {acc!r} is cross)")
+                c = cell(i, "collateral")
+                if c < 0:
+                    raise ConfigError(f"{where}: row {line}, column collateral: must be >= 0 (got {c:g}, "
+                                      f"account {acc!r})")
+                a["collateral"] = c
+        elif a["mode"] != mode:
+            raise ConfigError(f"{where}: row {line}, column mode: account {acc!r} is {a['mode']} on an earlier "
+                              f"row, {mode} here")
+        margin = None
+        if mode == "isolated":
+            if "margin" not in df.columns:
+                raise ConfigError(f"{where}: missing column margin (account {acc!r} is isolated)")
+            margin = cell(i, "margin")
+            if margin < 0:
+                raise ConfigError(f"{where}: row {line}, column margin: must be >= 0 (got {margin:g}, "
+                                  f"account {acc!r})")
+        a["positions"].append({"asset": asset, "size": size, "entry": entry, "margin": margin})
+    return list(accounts.values())

@@ -13,31 +13,16 @@ from .model import RiskModel
 from .outputs import Outcome, UnitPaths, flatten, new_accumulators, reduce_chunk
 from .state import initial_state
 
-
-def _save_checkpoint(path, key: str, done: int, acc: dict, per_path: dict) -> None:
-    from ..io import atomic_write_npz
-
-    arrays = {f"acc__{k}": v for k, v in acc.items()}
-    arrays.update({f"path__{k}": np.concatenate(v) for k, v in per_path.items() if v})
-    atomic_write_npz(path, key=np.asarray(key), done=np.asarray(done), **arrays)
+MAX_PATHS = 2**32 - 1
+"""Most paths one run can have: path ``i``'s key is ``fold_in(key, i)`` of a uint32 index."""
 
 
-def _load_checkpoint(path, key: str, acc: dict, per_path: dict) -> int:
-    """Fill ``acc`` / ``per_path`` from a matching checkpoint; returns the first path still to run."""
-    from pathlib import Path
+def path_shapes(n_assets: int) -> dict:
+    """Per-path ``Outcome`` fields: key -> None for (paths,), or the column count of (paths, n)."""
+    from .outputs import OUTPUTS
 
-    if not Path(path).exists():
-        return 0
-    with np.load(path) as z:
-        if str(z["key"]) != key:
-            raise ValueError(f"checkpoint: {path} belongs to another run (config, seed, paths or chunk size "
-                             "differ); remove it or choose another output directory")
-        for k in acc:
-            acc[k][...] = z[f"acc__{k}"]
-        for k in per_path:
-            if f"path__{k}" in z:
-                per_path[k].append(z[f"path__{k}"])
-        return int(z["done"])
+    return {st.key: (n_assets if st.how == "path" and o.shape == "assets" else None)
+            for o in OUTPUTS for st in o.stats if st.how.startswith("path")}
 
 
 def carry_bytes_per_path(model: RiskModel) -> int:
@@ -61,43 +46,44 @@ def auto_chunk_size(model: RiskModel, n_paths: int) -> int:
 
 
 def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str = "auto", unroll: int = 1,
-             keep_unit_paths: bool = False, progress=None, checkpoint=None, fingerprint: str = "") -> Outcome:
+             keep_unit_paths: bool = False, progress=None, store=None, resume: bool = False):
     """Simulate ``n_paths`` paths in chunks and reduce them.
 
     The last chunk is padded to ``chunk_size`` (one compile for the whole run)
     and the padding dropped. ``progress(done, total)`` is called after each chunk.
 
-    ``checkpoint``: a file the running reductions are written to (atomically) after
-    every chunk. If it exists and carries the same ``fingerprint`` (config, seed,
-    paths, chunk size), the run resumes after its last chunk: a killed run loses at
-    most the chunk in flight, and the resumed result equals an uninterrupted one
-    (chunks are keyed by path index). Not with ``keep_unit_paths``.
+    ``store``: a ``perpjax.store.ChunkStore``. Each finished chunk is written there (its per-path
+    values and per-unit sums, one file per chunk: constant cost per chunk) and not kept in memory;
+    the result is then a ``store.StoredOutcome`` that reads per-path fields from the files when
+    asked. With ``resume`` the chunks already stored (same config, seed, paths, chunk size) are
+    skipped: a killed run loses at most the chunk in flight, and the resumed result equals an
+    uninterrupted one bit for bit (chunks are keyed by path index; sums are added in chunk order,
+    as in memory). Without a store every per-path array is kept in memory (an ``Outcome``).
     """
     if n_paths < 1:
         raise ValueError(f"paths: must be >= 1 (got {n_paths})")
+    if n_paths > MAX_PATHS:
+        raise ValueError(f"paths: at most {MAX_PATHS:,} (got {n_paths:,}): path keys are fold_in of a uint32 "
+                         "path index; split the run into runs with different seeds")
     if chunk_size == "auto":
         chunk_size = auto_chunk_size(model, n_paths)
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise ValueError(f"chunk_size: must be 'auto' or an integer >= 1 (got {chunk_size!r})")
     chunk = min(chunk_size, n_paths)
     key = R.seed_key(seed)
-    acc, per_path = new_accumulators(model.n_units, model.prices.n_assets)
-    kept = []
-    first = 0
-    if checkpoint is not None:
+    n_assets = model.prices.n_assets
+    if store is not None:
         if keep_unit_paths:
-            raise ValueError("checkpoint: not supported with keep_unit_paths")
-        first = _load_checkpoint(checkpoint, f"{fingerprint}|{n_paths}|{chunk}", acc, per_path)
-        if progress is not None and first:
-            progress(first, n_paths)
-    for start in range(first, n_paths, chunk):
+            raise ValueError("store: not supported with keep_unit_paths")
+        return _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume)
+    acc, per_path = new_accumulators(model.n_units, n_assets)
+    kept = []
+    for start in range(0, n_paths, chunk):
         n = min(chunk, n_paths - start)
         out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
-        reduce_chunk(out, n, model.prices.n_assets, acc, per_path)
+        reduce_chunk(out, n, n_assets, acc, per_path)
         if keep_unit_paths:
             kept.append(flatten(jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out)))
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, f"{fingerprint}|{n_paths}|{chunk}", start + n, acc, per_path)
         if progress is not None:
             progress(start + n, n_paths)
     unit_paths = None
@@ -105,3 +91,38 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
         unit_paths = UnitPaths(*(np.concatenate(xs) for xs in zip(*kept, strict=True)))
     return Outcome(n_paths=n_paths, n_steps=model.grid.n_steps, cascade_on=model.cascade is not None, **acc,
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)
+
+
+def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume):
+    from ..store import StoredOutcome
+
+    n_assets = model.prices.n_assets
+    store.begin(chunk, resume=resume)
+    done = store.completed() if resume else set()
+    starts = range(0, n_paths, chunk)
+    finished = 0
+    for start in starts:
+        if start in done:
+            store.verify(start, min(chunk, n_paths - start))
+            finished += min(chunk, n_paths - start)
+    if progress is not None and finished:
+        progress(finished, n_paths)
+    for start in starts:
+        if start in done:
+            continue
+        n = min(chunk, n_paths - start)
+        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
+        sums, per_path = new_accumulators(model.n_units, n_assets)
+        reduce_chunk(out, n, n_assets, sums, per_path)
+        store.write(start, n, sums, {k: v[0] for k, v in per_path.items()})
+        del out, per_path
+        finished += n
+        if progress is not None:
+            progress(finished, n_paths)
+    acc, _ = new_accumulators(model.n_units, n_assets)
+    for start in starts:  # in chunk order: the same float sums as in memory
+        for k, v in store.sums(start).items():
+            acc[k] += v
+    return StoredOutcome(store, {"n_paths": n_paths, "n_steps": model.grid.n_steps,
+                                 "cascade_on": model.cascade is not None, "unit_paths": None, **acc},
+                         path_shapes(n_assets))

@@ -1,0 +1,259 @@
+"""Output directories of a run: checked and locked before any compute, and the per-chunk result store.
+
+``OutDir``: an output directory, created if needed, checked writable, and held under an exclusive
+``fcntl.flock`` on ``OUT/.lock`` for the whole run: a second run into the same directory is refused
+with a message naming it (the lock dies with its process, so a killed run never leaves a stale one).
+
+``ChunkStore``: each finished chunk of paths is one Parquet file ``OUT/paths/chunk-NNNNNN.parquet``
+(written atomically) holding the chunk's per-path values (one column per ``Outcome`` per-path field,
+``path_log_return__BTC`` style for per-asset ones, and ``path``: the path index) and, in the file's
+metadata, the chunk's per-unit sums. ``OUT/paths/_run.json`` states which run the chunks belong to
+(config hash, seed, paths, chunk size). The chunk files are the checkpoint: ``--resume`` skips the
+chunks present, and each chunk costs the same to write whatever the run's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+
+RUN_FILE = "_run.json"  # "_": Parquet readers of the folder skip it
+RESULT_FILES = ("summary.json", "accounts.csv", "tiers.csv", "manifest.json", "compare.csv")
+
+
+class OutDirError(ConfigError):
+    """An output directory that cannot be used (exit 2: the message names it)."""
+
+
+class OutDir:
+    """An output directory held under an exclusive lock: ``with OutDir(path): ...``."""
+
+    def __init__(self, path, *, what: str = "--out"):
+        self.path = Path(path)
+        self.what = what
+        self._fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def acquire(self) -> None:
+        import fcntl
+
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise OutDirError(f"{self.what}: {p} exists and is not a directory; choose another output directory")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutDirError(f"{self.what}: cannot create {p}: {e.strerror or e}") from None
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutDirError(f"{self.what}: {p} is not writable")
+        try:
+            fd = os.open(p / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutDirError(f"{self.what}: cannot create the lock file {p / '.lock'}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            try:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            except OSError:
+                pass
+            os.close(fd)
+            raise OutDirError(f"{self.what}: {p} is in use by another perpjax run"
+                              + (f" ({holder})" if holder else "")
+                              + "; wait for it to finish or choose another output directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def clear_results(self) -> None:
+        """Remove the result files of an earlier run (a new run must not sit beside old numbers)."""
+        for name in RESULT_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+
+def _col_name(key: str, j: int | None, asset_names) -> str:
+    return key if j is None else f"{key}__{asset_names[j]}"
+
+
+class ChunkStore:
+    """The per-chunk result files of one run in ``folder`` (see the module doc)."""
+
+    def __init__(self, folder, *, config_sha: str, seed: int, paths: int, asset_names):
+        self.folder = Path(folder)
+        self.ident = {"config_sha256": config_sha, "seed": int(seed), "paths": int(paths)}
+        self.asset_names = list(asset_names)
+        self.chunk = None
+        self._shapes = {}
+
+    # -- the run's identity and resume
+
+    def begin(self, chunk: int, *, resume: bool) -> None:
+        """Start (``resume=False``: earlier chunks removed) or continue (same run only) the store."""
+        self.chunk = int(chunk)
+        run_file = self.folder / RUN_FILE
+        want = {**self.ident, "chunk_size": self.chunk, "format": 1}
+        if resume and run_file.exists():
+            try:
+                have = json.loads(run_file.read_text())
+                if not isinstance(have, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"checkpoint: {run_file} is unreadable ({e}); remove {self.folder} "
+                                  "to start over") from None
+            names = {"config_sha256": "config", "seed": "seed", "paths": "paths", "chunk_size": "chunk size",
+                     "format": "file format"}
+            diff = [f"{names[k]} ({have.get(k)!r} saved, {want[k]!r} now)" if k != "config_sha256"
+                    else "config (the resolved config's hash differs)"
+                    for k in names if have.get(k) != want[k]]
+            if diff:
+                raise ConfigError(f"checkpoint: {self.folder} belongs to another run: " + "; ".join(diff)
+                                  + "; run without --resume to start over, or choose another --out")
+            return
+        if resume and any(self.folder.glob("chunk-*.parquet")):
+            raise ConfigError(f"checkpoint: {self.folder} has chunk files but no {RUN_FILE}; "
+                              "run without --resume to start over")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for f in self.folder.glob("chunk-*.parquet"):
+            f.unlink()
+        from .io import atomic_write_json
+
+        atomic_write_json(run_file, want)
+
+    def _file(self, start: int) -> Path:
+        return self.folder / f"chunk-{start // self.chunk:06d}.parquet"
+
+    def completed(self) -> set[int]:
+        """Starts of the chunks already stored."""
+        done = set()
+        for f in self.folder.glob("chunk-*.parquet"):
+            try:
+                done.add(int(f.stem.split("-")[1]) * self.chunk)
+            except (IndexError, ValueError):
+                continue
+        return done
+
+    # -- writing and reading
+
+    def write(self, start: int, n: int, sums: dict, per_path: dict) -> None:
+        """Store one chunk: ``per_path`` (key -> (n,) or (n, assets)) and the chunk's per-unit ``sums``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .io import atomic_write_bytes
+
+        cols = {"path": np.arange(start, start + n, dtype=np.int64)}
+        for k, v in per_path.items():
+            v = np.asarray(v)
+            if v.ndim == 1:
+                cols[k] = v
+            else:
+                for j in range(v.shape[1]):
+                    cols[_col_name(k, j, self.asset_names)] = v[:, j]
+        buf = io.BytesIO()
+        np.savez(buf, **sums)
+        table = pa.table(cols).replace_schema_metadata(
+            {b"perpjax_sums": base64.b64encode(buf.getvalue()), b"perpjax_start": str(start).encode(),
+             b"perpjax_n": str(n).encode()})
+        out = pa.BufferOutputStream()
+        pq.write_table(table, out)
+        atomic_write_bytes(self._file(start), out.getvalue().to_pybytes())
+
+    def _files(self) -> list[Path]:
+        return [self._file(s) for s in sorted(self.completed())]
+
+    def sums(self, start: int) -> dict:
+        """The per-unit sums stored with the chunk at ``start``."""
+        import pyarrow.parquet as pq
+
+        f = self._file(start)
+        try:
+            meta = pq.read_schema(f).metadata or {}
+            with np.load(io.BytesIO(base64.b64decode(meta[b"perpjax_sums"]))) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - any fault of a stored file is a corrupted checkpoint
+            raise ConfigError(f"checkpoint: {f} is corrupted ({type(e).__name__}: {e}); remove it and run "
+                              "again with --resume to recompute that chunk") from None
+
+    def verify(self, start: int, n: int) -> None:
+        """Raise a ``ConfigError`` naming the chunk file if it is not a complete chunk of ``n`` paths."""
+        import pyarrow.parquet as pq
+
+        f = self._file(start)
+        try:
+            md = pq.read_metadata(f)
+            ok = md.num_rows == n and (md.metadata or {}).get(b"perpjax_start") == str(start).encode()
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(f"checkpoint: {f} is corrupted ({type(e).__name__}: {e}); remove it and run "
+                              "again with --resume to recompute that chunk") from None
+        if not ok:
+            raise ConfigError(f"checkpoint: {f} does not hold paths {start}..{start + n - 1}; remove it and run "
+                              "again with --resume")
+        self.sums(start)
+
+    def column(self, key: str, n_cols: int | None = None) -> np.ndarray:
+        """A per-path field over all stored chunks, in path order: (paths,) or (paths, assets); read into
+        one preallocated array (memory: the column, once)."""
+        import pyarrow.parquet as pq
+
+        names = [key] if n_cols is None else [_col_name(key, j, self.asset_names) for j in range(n_cols)]
+        files = self._files()
+        out, row = None, 0
+        for f in files:
+            try:
+                t = pq.read_table(f, columns=names)
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(f"checkpoint: {f} is corrupted ({type(e).__name__}: {e})") from None
+            if out is None:
+                total = t.num_rows * len(files)  # every chunk but the last is full; trimmed below
+                dtype = t.column(names[0]).to_numpy().dtype
+                out = np.empty((total,) if n_cols is None else (total, n_cols), dtype)
+            m = t.num_rows
+            if row + m > out.shape[0]:
+                out = np.concatenate([out, np.empty((row + m - out.shape[0], *out.shape[1:]), out.dtype)])
+            for j, c in enumerate(names):
+                v = t.column(c).to_numpy()
+                if n_cols is None:
+                    out[row:row + m] = v
+                else:
+                    out[row:row + m, j] = v
+            row += m
+            del t
+        return out[:row] if out is not None else np.empty((0,) if n_cols is None else (0, n_cols))
+
+
+class StoredOutcome:
+    """An ``engine.Outcome`` whose per-path fields are read from a ``ChunkStore`` when asked for (one
+    field at a time: memory is one column, not the whole per-path table)."""
+
+    def __init__(self, store: ChunkStore, fields: dict, path_shapes: dict):
+        self._store = store
+        self._shapes = path_shapes  # key -> None (paths,) or n (paths, n)
+        self.__dict__.update(fields)
+
+    def __getattr__(self, name):
+        shapes = self.__dict__.get("_shapes", {})
+        if name in shapes:
+            return self._store.column(name, shapes[name])
+        raise AttributeError(name)
+
+    def _fields_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

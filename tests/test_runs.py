@@ -1,0 +1,339 @@
+"""Runs that scale and never mislead: locked out dirs, per-chunk Parquet results, resume after SIGKILL,
+a message (never a traceback) for every fault, solvent books at t = 0, labelled outputs."""
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perpjax.cli import main
+
+SHORT = ["--set", "time.horizon_seconds=3600", "--set", "chunk_size=100"]
+OVER = ["time.horizon_seconds=3600", "chunk_size=100"]
+TIMING = {"path_steps_per_second"}
+
+
+def _cli(tmp_path, *extra, paths=300):
+    return ["simulate", "--paths", str(paths), "--out", str(tmp_path), "--no-progress", *SHORT, *extra]
+
+
+def _summary(d):
+    s = json.loads((Path(d) / "summary.json").read_text())
+    return {k: v for k, v in s.items() if k not in TIMING}
+
+
+# ---- per-chunk results, identical to in memory
+
+def test_stored_run_equals_in_memory_run(tmp_path):
+    import perpjax
+    from perpjax.engine.driver import path_shapes
+
+    mem = perpjax.run(None, overrides=OVER, paths=450, seed=4)
+    st = perpjax.run(None, overrides=OVER, paths=450, seed=4, out=tmp_path)
+    assert st.paths is None and mem.paths is not None
+    drop = lambda s: {k: v for k, v in s.items() if k not in TIMING}  # noqa: E731
+    assert drop(st.summary) == drop(mem.summary)
+    pd.testing.assert_frame_equal(st.accounts, mem.accounts)
+    for k in path_shapes(4):
+        np.testing.assert_array_equal(getattr(st.outcome, k), getattr(mem.outcome, k), err_msg=k)
+    files = sorted((tmp_path / "paths").glob("chunk-*.parquet"))
+    assert [f.name for f in files] == [f"chunk-{i:06d}.parquet" for i in range(5)]  # 450 paths / 100
+    table = pd.read_parquet(tmp_path / "paths")
+    assert len(table) == 450 and table["path"].tolist() == list(range(450))
+    np.testing.assert_array_equal(table["path_bad_debt"].to_numpy(), mem.outcome.path_bad_debt)
+    np.testing.assert_array_equal(table["path_log_return__BTC"].to_numpy(), mem.outcome.path_log_return[:, 0])
+    assert _summary(tmp_path) == drop(mem.summary)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    """A real process killed by SIGKILL after a few chunks; --resume gives the uninterrupted result bit for
+    bit. While it runs, a second run into the same out dir is refused."""
+    out = tmp_path / "run"
+    args = ["--paths", "6000", "--seed", "5", "--out", str(out), "--no-progress",
+            "--set", "chunk_size=300"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from perpjax.cli import main; "
+                             "sys.exit(main(sys.argv[1:]))", "simulate", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks = out / "paths"
+    deadline = time.time() + 240
+    refused = None
+    while time.time() < deadline and proc.poll() is None:
+        n = len(list(chunks.glob("chunk-*.parquet"))) if chunks.exists() else 0
+        if n >= 1 and refused is None:  # the lock is held: a concurrent run into the same dir is refused
+            from perpjax.store import OutDir, OutDirError
+
+            held = re.escape(f"{out} is in use by another perpjax run (pid {proc.pid})")
+            with pytest.raises(OutDirError, match=held):
+                OutDir(out).acquire()
+            refused = 2
+        if n >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert refused == 2
+    kept = len(list(chunks.glob("chunk-*.parquet")))
+    assert 2 <= kept < 20, kept
+    assert not (out / "summary.json").exists()
+    assert main(["simulate", *args, "--resume"]) == 0
+    full = tmp_path / "full"
+    assert main(["simulate", *[a if a != str(out) else str(full) for a in args]]) == 0
+    assert _summary(out) == _summary(full)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "accounts.csv"), pd.read_csv(full / "accounts.csv"))
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "paths"), pd.read_parquet(full / "paths"))
+
+
+def test_killed_in_process_run_resumes_after_saved_chunks(tmp_path):
+    from perpjax.api import run
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(done, total):
+        if done >= 200:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(None, overrides=OVER, paths=500, out=tmp_path, progress=kill_after_two)
+    seen = []
+    resumed = run(None, overrides=OVER, paths=500, out=tmp_path, resume=True, progress=lambda d, t: seen.append(d))
+    assert seen[0] == 200  # picked up after the two saved chunks
+    full = run(None, overrides=OVER, paths=500)
+    for k in ("path_bad_debt", "path_trader_loss", "path_liq_notional", "liq_count", "loss_sum"):
+        np.testing.assert_array_equal(getattr(resumed.outcome, k), getattr(full.outcome, k))
+
+
+@pytest.mark.parametrize("change, needle", [
+    (["--paths", "400"], "paths (300 saved, 400 now)"),
+    (["--seed", "9"], "seed (7 saved, 9 now)"),
+    (["--set", "liquidation.fee_rate=0.02"], "config (the resolved config's hash differs)"),
+])
+def test_resume_refusal_says_what_differs(tmp_path, capsys, change, needle):
+    assert main(_cli(tmp_path)) == 0
+    args = _cli(tmp_path)
+    if change[0] == "--paths":
+        args[2] = change[1]
+    else:
+        args += change
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "belongs to another run" in err and "Traceback" not in err, err
+
+
+def test_corrupted_checkpoint_is_named(tmp_path, capsys):
+    assert main(_cli(tmp_path)) == 0
+    bad = tmp_path / "paths" / "chunk-000001.parquet"
+    bad.write_bytes(b"not parquet at all")
+    assert main([*_cli(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "corrupted" in err and "Traceback" not in err, err
+    (tmp_path / "paths" / "_run.json").write_text("{not json")
+    assert main([*_cli(tmp_path), "--resume"]) == 2
+    assert "_run.json is unreadable" in capsys.readouterr().err
+    assert main(_cli(tmp_path)) == 0  # without --resume: starts over
+
+
+# ---- out dirs
+
+def test_out_dir_locked_by_another_run_is_refused(tmp_path, capsys):
+    from perpjax.store import OutDir
+
+    with OutDir(tmp_path):
+        assert main(_cli(tmp_path, paths=64)) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path} is in use by another perpjax run (pid {os.getpid()})" in err, err
+    assert main(_cli(tmp_path, paths=64)) == 0  # released
+
+
+def test_out_that_is_a_file_or_under_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(_cli(f, paths=64)) == 2
+    assert f"--out: {f} exists and is not a directory" in capsys.readouterr().err
+    assert main(_cli(f / "sub", paths=64)) == 2
+    err = capsys.readouterr().err
+    assert f"--out: cannot create {f / 'sub'}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_out_dir(tmp_path, capsys):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        assert main(_cli(d, paths=64)) == 2
+        assert f"--out: {d} is not writable" in capsys.readouterr().err
+    finally:
+        d.chmod(0o755)
+
+
+def test_output_files_respect_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert main(_cli(tmp_path, paths=64)) == 0
+    finally:
+        os.umask(old)
+    for name in ("summary.json", "accounts.csv", "tiers.csv", "manifest.json", "paths/chunk-000000.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+
+
+def test_a_new_run_removes_old_results(tmp_path):
+    assert main(_cli(tmp_path, paths=200)) == 0
+    (tmp_path / "paths" / "chunk-000007.parquet").write_bytes(b"stale")
+    assert main(_cli(tmp_path, paths=100)) == 0
+    assert sorted(p.name for p in (tmp_path / "paths").glob("chunk-*")) == ["chunk-000000.parquet"]
+
+
+# ---- every fault a message
+
+def test_paths_cap_names_the_reason(tmp_path, capsys):
+    assert main(["simulate", "--paths", str(2**32), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "paths: at most 4,294,967,295" in err and "uint32" in err, err
+
+
+def test_negative_collateral_names_the_account(tmp_path, capsys):
+    assert main(_cli(tmp_path, "--set", "book.accounts.1.collateral=-5")) == 2
+    err = capsys.readouterr().err
+    assert "book.accounts[1].collateral: must be >= 0 (got -5) (account 'eth_short_20x')" in err, err
+
+
+def test_negative_isolated_margin_names_the_account(tmp_path, capsys):
+    from perpjax.config import load_config
+
+    accounts = load_config(None)["book"]["accounts"]
+    i = next(i for i, a in enumerate(accounts) if a.get("mode") == "isolated")
+    assert main(_cli(tmp_path, "--set", f"book.accounts.{i}.positions.0.margin=-1")) == 2
+    err = capsys.readouterr().err
+    assert f"book.accounts[{i}].positions[0].margin: must be >= 0 (got -1, account '{accounts[i]['id']}'" in err, err
+
+
+def _book_csv(tmp_path, text):
+    p = tmp_path / "book.csv"
+    p.write_text(text)
+    return ["--set", "book.accounts=[]", "--set", f"book.csv={p}"], p
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("account,mode,asset,size,entry,collateral\na,cross,BTC,1,95000,20000\nb,cross,ETH,abc,3500,9000\n",
+     "row 3, column size: must be a number (got 'abc')"),
+    ("account,mode,asset,size,collateral\na,cross,BTC,1,20000\n", "missing column(s) entry"),
+    ("account,mode,asset,size,entry,collateral\na,cross,BTC,1,95000,-3\n",
+     "row 2, column collateral: must be >= 0 (got -3, account 'a')"),
+    ("account,mode,asset,size,entry,collateral\na,cross,XRP,1,1,100\n", "row 2, column asset: unknown asset 'XRP'"),
+    ("account,mode,asset,size,entry,margin\na,isolated,BTC,1,95000,\n", "row 2, column margin: required value"),
+    ("", "empty file"),
+])
+def test_book_csv_faults_name_file_row_and_column(tmp_path, capsys, text, needle):
+    sets, p = _book_csv(tmp_path, text)
+    assert main(_cli(tmp_path / "out", *sets)) == 2
+    err = capsys.readouterr().err
+    assert str(p) in err and needle in err and "Traceback" not in err, err
+
+
+def test_book_csv_runs_and_is_hashed_in_the_manifest(tmp_path):
+    from perpjax.io import sha256_file
+
+    sets, p = _book_csv(tmp_path, "account,mode,asset,size,entry,collateral,margin\n"
+                                  "a,cross,BTC,1,95000,20000,\na,cross,ETH,-5,3500,20000,\n"
+                                  "b,isolated,SOL,100,180,,2000\n")
+    assert main(_cli(tmp_path / "out", *sets, paths=64)) == 0
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["data_files"] == {str(p.resolve()): sha256_file(p)}
+    for k in ("git_commit", "utc_time", "command", "scenario", "versions", "device"):
+        assert k in m
+    assert m["utc_time"].endswith("+00:00") and m["versions"]["pyarrow"]
+
+
+def test_internal_error_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    import perpjax.api
+
+    def boom(*a, **k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(perpjax.api, "run", boom)
+    monkeypatch.delenv("PERPJAX_DEBUG", raising=False)
+    assert main(_cli(tmp_path, paths=64)) == 1
+    err = capsys.readouterr().err
+    assert "perpjax: internal error: RuntimeError: kaboom (please report" in err and "Traceback" not in err
+    monkeypatch.setenv("PERPJAX_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="kaboom"):
+        main(_cli(tmp_path, paths=64))
+
+
+# ---- solvent books
+
+def test_book_below_maintenance_is_refused_naming_the_unit(tmp_path, capsys):
+    bad = ["--set", "book.accounts.0.collateral=100"]  # btc_whale_10x: 10x on 100 USD
+    assert main(_cli(tmp_path, *bad)) == 2
+    err = capsys.readouterr().err
+    assert "btc_whale_10x (insolvent, equity" in err or "btc_whale_10x (equity" in err, err
+    assert "maintenance margin" in err and "book.start_below_maintenance=true" in err
+    assert not any(tmp_path.iterdir())
+    assert main(_cli(tmp_path, *bad, "--set", "book.start_below_maintenance=true", paths=64)) == 0
+    err = capsys.readouterr().err
+    assert "warning: book.start_below_maintenance" in err and "btc_whale_10x" in err
+
+
+def test_solvency_uses_the_engines_margin():
+    from perpjax.config import build_model, load_config
+    from perpjax.solvency import below_maintenance, initial_margin_table
+
+    model, labels, _ = build_model(load_config(None))
+    units, eq, mm, open_ = initial_margin_table(model, labels)
+    assert (eq >= mm)[open_].all() and below_maintenance(model, labels) == []
+    from perpjax.engine import initial_equity
+
+    np.testing.assert_array_equal(eq, np.asarray(initial_equity(model), np.float64))
+
+
+# ---- output that cannot be misread
+
+def test_printed_table_and_tiers_are_labelled(tmp_path, capsys):
+    assert main(_cli(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "± = one Monte Carlo standard error" in out
+    assert "USD" in out and "probability" in out and "hours" in out
+    assert "-0.00" not in out and "-0.0000" not in out
+    tiers = pd.read_csv(tmp_path / "tiers.csv")
+    assert "expected_bad_debt_sum_over_units" in tiers and "p_liquidation_mean_per_unit" in tiers
+    acc = pd.read_csv(tmp_path / "accounts.csv")
+    by_sum = acc.groupby("tier")["expected_loss"].sum()
+    np.testing.assert_allclose(tiers.set_index("tier")["expected_loss_sum_over_units"], by_sum)
+
+
+def test_fmt_never_prints_negative_zero():
+    from perpjax.cli.simulate import fmt
+
+    assert fmt(-0.0, "USD") == "0.00" and fmt(-1e-9, "USD") == "0.00" and fmt(-0.00001, "probability") == "0.0000"
+    assert fmt(-1234.5, "USD") == "-1,234.50" and fmt(float("nan")) == "n/a" and fmt(3) == "3"
+
+
+def test_compare_modes_with_standard_errors_and_paired_differences(tmp_path, capsys):
+    args = ["simulate", "--paths", "300", "--out", str(tmp_path), "--no-progress", *SHORT,
+            "--compare-modes", "full,fraction"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "full→fraction" in out and "±" in out
+    table = pd.read_csv(tmp_path / "compare.csv", index_col=0)
+    for c in ("full", "full_se", "fraction", "fraction_se", "fraction_minus_full", "fraction_minus_full_se"):
+        assert c in table.columns
+    # Same random paths: the first liquidation happens on the same paths whatever the path taken,
+    # so the paired difference and its SE are exactly zero.
+    assert table.loc["p_any_liquidation", "fraction_minus_full"] == 0.0
+    assert table.loc["p_any_liquidation", "fraction_minus_full_se"] == 0.0
+    assert table.loc["bad_debt_mean", "full_se"] >= 0
+    for m in ("full", "fraction"):
+        assert (tmp_path / m / "summary.json").exists() and (tmp_path / m / "paths" / "_run.json").exists()
+    assert main([*args, "--resume"]) == 0  # each mode resumes from its own chunks
