@@ -23,3 +23,4 @@ from .config import load_config as load_config
 from .engine import Outcome as Outcome
 from .engine import RiskModel as RiskModel
 from .engine import simulate as simulate
+from .report import load as load

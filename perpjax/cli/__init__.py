@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import backtest, calibrate, filter, fit, simulate, venue
+from . import backtest, calibrate, filter, fit, report, simulate, venue
 
-COMMANDS = (simulate, fit, filter, calibrate, venue, backtest)
+COMMANDS = (simulate, fit, filter, calibrate, venue, backtest, report)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,9 @@
+"""The risk committee's report and the reader of output directories.
+
+``load(RUN_DIR)`` reads a simulate, ``--compare-modes`` or backtest directory back as DataFrames;
+``write_report(RUN_DIR)`` writes one self-contained HTML report (``perpjax report RUN_DIR``)."""
+
+from .html import render, write_report
+from .load import NotARunError, Run, load
+
+__all__ = ["NotARunError", "Run", "load", "render", "write_report"]

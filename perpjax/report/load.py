@@ -1,0 +1,170 @@
+"""Read a finished output directory back as DataFrames: a simulate run, a ``--compare-modes`` run or a
+backtest.
+
+Every file is optional except ``summary.json`` and ``manifest.json`` (a ``--compare-modes`` directory
+has ``compare.csv`` and one run directory per mode instead). Per-path values are read from the Parquet
+files under ``RUN/paths/`` when they are there (pandas with pyarrow); a run without them has
+``paths = None``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+class NotARunError(ValueError):
+    """The directory holds no perpjax output (no summary.json and manifest.json, no compare.csv)."""
+
+
+@dataclass
+class Run:
+    """One output directory, read back.
+
+    ``kind`` is ``"run"`` (``perpjax simulate``), ``"compare"`` (``--compare-modes``: ``compare`` is
+    compare.csv, ``modes`` maps each mode to its own :class:`Run`) or ``"backtest"`` (``perpjax
+    backtest``: ``backtest`` holds its tables by file stem). ``summary`` is the summary.json dict;
+    ``summary_frame`` the same as a one-column DataFrame. Tables that are absent are None."""
+
+    dir: Path
+    kind: str
+    summary: dict
+    manifest: dict
+    accounts: pd.DataFrame | None = None
+    tiers: pd.DataFrame | None = None
+    paths: pd.DataFrame | None = None
+    compare: pd.DataFrame | None = None
+    modes: dict = field(default_factory=dict)
+    backtest: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def summary_frame(self) -> pd.DataFrame:
+        """summary.json as a DataFrame (index: key; column: value), lists and dicts left out."""
+        flat = {k: v for k, v in self.summary.items() if not isinstance(v, list | dict)}
+        return pd.DataFrame({"value": pd.Series(flat, dtype=object)})
+
+    @property
+    def config(self) -> dict:
+        return self.manifest.get("config") or {}
+
+    @property
+    def config_sha256(self) -> str | None:
+        """sha256 of the manifest's config as canonical JSON (sorted keys): the run's config fingerprint."""
+        return config_sha256(self.config) if self.config else None
+
+    @property
+    def model_sha256(self) -> str | None:
+        """sha256 of the config without seed and paths: the fingerprint checkpoints and ``paths/_run.json``
+        carry (``perpjax.api.config_fingerprint``)."""
+        if not self.config:
+            return None
+        body = {k: v for k, v in self.config.items() if k not in ("seed", "paths")}
+        return config_sha256(body)
+
+    def __repr__(self) -> str:
+        parts = [f"{self.kind} {self.dir}"]
+        for name in ("accounts", "tiers", "paths", "compare"):
+            df = getattr(self, name)
+            if df is not None:
+                parts.append(f"{name}={df.shape[0]}x{df.shape[1]}")
+        if self.modes:
+            parts.append(f"modes={list(self.modes)}")
+        if self.backtest:
+            parts.append(f"backtest={sorted(self.backtest)}")
+        return f"Run({', '.join(parts)})"
+
+
+def config_sha256(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except json.JSONDecodeError as e:
+        raise NotARunError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise NotARunError(f"{path}: expected a JSON object")
+    return obj
+
+
+def _read_csv(path: Path, notes: list) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError) as e:  # an unreadable optional table: the report goes on without it
+        notes.append(f"{path.name}: not read ({e})")
+        return None
+
+
+def _read_paths(d: Path, manifest: dict, notes: list) -> pd.DataFrame | None:
+    pattern = manifest.get("stored_paths") if isinstance(manifest.get("stored_paths"), str) else None
+    files = sorted(glob.glob(str(d / pattern))) if pattern else []
+    if not files:
+        files = sorted(str(p) for p in (d / "paths").glob("*.parquet")) if (d / "paths").is_dir() else []
+    files = [f for f in files if not Path(f).name.startswith((".", "_"))]
+    if not files:
+        return None
+    try:
+        frames = [pd.read_parquet(f) for f in files]
+    except Exception as e:  # noqa: BLE001 - pyarrow missing or a file being written: report without paths
+        notes.append(f"paths/: Parquet files not read ({type(e).__name__}: {e})")
+        return None
+    df = pd.concat(frames, ignore_index=True)
+    if "path" in df.columns:
+        df = df.sort_values("path", kind="stable").reset_index(drop=True)
+    return df
+
+
+def is_run_dir(d) -> bool:
+    d = Path(d)
+    return (d / "summary.json").is_file() and (d / "manifest.json").is_file()
+
+
+def load(run_dir, *, paths: bool = True) -> Run:
+    """Read ``run_dir`` (a simulate, ``--compare-modes`` or backtest output directory).
+
+    Raises :class:`NotARunError` (a ``ValueError``) naming the directory when it is none of these.
+    ``paths=False`` skips the per-path Parquet files."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise NotARunError(f"{d}: not a directory")
+    notes: list = []
+    if not is_run_dir(d):
+        modes = {}
+        if (d / "compare.csv").is_file():
+            for sub in sorted(p for p in d.iterdir() if p.is_dir()):
+                if is_run_dir(sub):
+                    modes[sub.name] = load(sub, paths=paths)
+        if not modes:
+            raise NotARunError(f"{d}: not a perpjax run directory (no summary.json and manifest.json, "
+                               "nor compare.csv with one run folder per mode)")
+        compare = pd.read_csv(d / "compare.csv", index_col=0)
+        first = next(iter(modes.values()))
+        order = [c for c in compare.columns if c in modes] or list(modes)
+        modes = {m: modes[m] for m in order if m in modes}
+        return Run(dir=d, kind="compare", summary=first.summary, manifest=first.manifest, compare=compare,
+                   modes=modes, warnings=notes)
+    summary, manifest = _read_json(d / "summary.json"), _read_json(d / "manifest.json")
+    if (d / "liquidation_cases.csv").is_file() or (d / "var_series.csv").is_file() or "backtest" in manifest:
+        tables = {}
+        for stem in ("liquidation_cases", "var_series", "liquidation_forecasts", "var_forecasts"):
+            t = _read_csv(d / f"{stem}.csv", notes)
+            if t is not None:
+                tables[stem] = t
+        return Run(dir=d, kind="backtest", summary=summary, manifest=manifest, backtest=tables, warnings=notes)
+    run = Run(dir=d, kind="run", summary=summary, manifest=manifest, accounts=_read_csv(d / "accounts.csv", notes),
+              tiers=_read_csv(d / "tiers.csv", notes), paths=_read_paths(d, manifest, notes) if paths else None,
+              warnings=notes)
+    for n in notes:
+        warnings.warn(n, stacklevel=2)
+    return run
