@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .cascade import CASCADE_EDGES, drawdown_fraction
-from .engine.outputs import path_columns
+from .engine.outputs import account_columns, path_columns
 
 LEVELS = (0.95, 0.99, 0.999)
 Z95 = 1.959963984540054
@@ -112,23 +112,9 @@ def summarize(out, model, labels, cfg, paths_table: bool = True) -> tuple[dict, 
         "initial_equity": e0,
         "p_liquidation": out.liq_count / n, "p_liquidation_lo95": lo, "p_liquidation_hi95": hi,
         "mean_hours_to_liquidation": t_liq,
-        "expected_loss": out.loss_sum / n,
-        "expected_loss_se": np.sqrt(np.maximum(out.loss_sq_sum / n - (out.loss_sum / n) ** 2, 0) / max(n - 1, 1)),
-        "expected_bad_debt": out.bad_debt_sum / n,
-        "expected_bad_debt_se": np.sqrt(
-            np.maximum(out.bad_debt_sq_sum / n - (out.bad_debt_sum / n) ** 2, 0) / max(n - 1, 1)),
-        "expected_fee": out.fee_sum / n,
-        "expected_funding_paid": out.funding_sum / n,
-        "expected_liquidation_events": out.liq_events_sum / n,
-        "expected_slippage": out.slippage_sum / n,
-        "p_adl": out.adl_count / n,
-        "expected_adl_charge": out.adl_charge_sum / n,
-        "p_backstop": out.backstop_count / n,
-        "expected_over_liquidated_notional": out.over_notional_sum / n,
-        "expected_excess_cost": out.excess_cost_sum / n,
+        **account_columns(out),  # every Stat with an ``account`` column (engine.outputs)
         "mark_lag_artefact_share": np.where(out.liq_events_sum > 0, out.artefacts_sum / np.maximum(
             out.liq_events_sum, 1), 0.0),
-        "p_starts_cascade": out.cascade_starts_sum / n,  # expected first-round liquidations per path
     })
     accounts.insert(3, "tier", _dominant_tier(model, cfg))
     paths = pd.DataFrame(path_columns(out, cfg["asset_names"])) if paths_table else None  # engine.outputs
@@ -151,9 +137,11 @@ def by_tier(accounts: pd.DataFrame) -> pd.DataFrame:
     over the tier's units (``*_sum_over_units``). Shares and probabilities are only averaged."""
     mean_cols = ["p_liquidation", "expected_liquidation_events", "expected_loss", "expected_bad_debt",
                  "expected_slippage", "expected_over_liquidated_notional", "expected_excess_cost",
-                 "mark_lag_artefact_share", "p_adl", "expected_adl_charge", "p_starts_cascade"]
+                 "mark_lag_artefact_share", "p_adl", "expected_adl_charge", "p_starts_cascade",
+                 "expected_liquidated_notional"]
     sum_cols = ["expected_liquidation_events", "expected_loss", "expected_bad_debt", "expected_slippage",
-                "expected_over_liquidated_notional", "expected_excess_cost", "expected_adl_charge"]
+                "expected_over_liquidated_notional", "expected_excess_cost", "expected_adl_charge",
+                "expected_liquidated_notional"]
     grouped = accounts.groupby("tier")
     g = grouped[mean_cols].mean().add_suffix("_mean_per_unit")
     s = grouped[sum_cols].sum().add_suffix("_sum_over_units")

@@ -34,6 +34,8 @@ class Stat(NamedTuple):
     doc: str
     column: str | None = None  # per-path table column ("{asset}" expands per asset)
     transform: object = None  # applied to the column's values (e.g. drawdown_fraction)
+    account: str | None = None  # per-unit table column: the mean per path (sum, count_*), or for a
+    #                             sum_sq stat the standard error of the mean of its output's sum stat
 
 
 class Output(NamedTuple):
@@ -49,8 +51,8 @@ class Output(NamedTuple):
     f64: bool = False  # always reduced in float64 (floats are; ints are otherwise kept as ints)
 
 
-def _s(key, how, doc, column=None, transform=None):
-    return Stat(key, how, doc, column, transform)
+def _s(key, how, doc, column=None, transform=None, account=None):
+    return Stat(key, how, doc, column, transform, account)
 
 
 OUTPUTS = (
@@ -61,37 +63,41 @@ OUTPUTS = (
         _s("liq_step_sum", "sum", "(units,) sum of first-liquidation steps over those paths"),
         _s("path_n_liquidations", "path_count_pos", "(paths,) units liquidated at least once", "liquidations"))),
     Output("liq_events", "unit", "int32", "add", "liquidations (partial or full)", (
-        _s("liq_events_sum", "sum", "(units,) liquidation events (partial ones included)"),
+        _s("liq_events_sum", "sum", "(units,) liquidation events (partial ones included)",
+           account="expected_liquidation_events"),
         _s("path_liq_events", "path_sum", "(paths,) liquidation events", "liquidation_events"))),
     Output("fee", "unit", "float", "add", "liquidation fees paid (to the insurance fund)", (
-        _s("fee_sum", "sum", "(units,) liquidation fees"),
+        _s("fee_sum", "sum", "(units,) liquidation fees", account="expected_fee"),
         _s("path_fees", "path_sum", "(paths,) liquidation fees", "fees"))),
     Output("bad_debt", "unit", "float", "add", "equity below zero written off", (
-        _s("bad_debt_sum", "sum", "(units,) bad debt"),
-        _s("bad_debt_sq_sum", "sum_sq", "(units,) sum of squared bad debt"),
+        _s("bad_debt_sum", "sum", "(units,) bad debt", account="expected_bad_debt"),
+        _s("bad_debt_sq_sum", "sum_sq", "(units,) sum of squared bad debt", account="expected_bad_debt_se"),
         _s("path_bad_debt", "path_sum", "(paths,) bad debt", "bad_debt"))),
     Output("liq_notional", "unit", "float", "add", "notional filled by liquidations", (
-        _s("path_liq_notional", "path_sum", "(paths,) liquidated notional", "liquidated_notional"),)),
+        _s("liq_notional_sum", "sum", "(units,) liquidated notional", account="expected_liquidated_notional"),
+        _s("path_liq_notional", "path_sum", "(paths,) liquidated notional", "liquidated_notional"))),
     Output("slippage", "unit", "float", "add", "cost of forced fills vs mid", (
-        _s("slippage_sum", "sum", "(units,) slippage"),
+        _s("slippage_sum", "sum", "(units,) slippage", account="expected_slippage"),
         _s("path_slippage", "path_sum", "(paths,) slippage", "slippage"))),
     Output("basis", "unit", "float", "add", "value of filling at mid rather than at mark (ledger only)"),
     Output("funding_paid", "unit", "float", "add", "funding paid", (
-        _s("funding_sum", "sum", "(units,) funding paid"),
+        _s("funding_sum", "sum", "(units,) funding paid", account="expected_funding_paid"),
         _s("path_funding_net", "path_sum", "(paths,) funding paid by the book (to the rest of the market)",
            "funding_paid"))),
     Output("adl_charge", "unit", "float", "add", "paid to cover others' bad debt (auto-deleveraging)", (
-        _s("adl_charge_sum", "sum", "(units,) ADL charges"),
-        _s("adl_count", "count_pos", "(units,) paths on which the unit paid an ADL charge"))),
+        _s("adl_charge_sum", "sum", "(units,) ADL charges", account="expected_adl_charge"),
+        _s("adl_count", "count_pos", "(units,) paths on which the unit paid an ADL charge", account="p_adl"))),
     Output("mtm", "unit", "float", "add", "mark-to-market PnL of the positions held (ledger only)"),
     Output("backstop", "unit", "float", "add", "equity handed to the backstop vault with the positions", (
         _s("backstop_sum", "sum", "(units,) equity handed to the backstop vault"),
-        _s("backstop_count", "count_nonzero", "(units,) paths on which the vault took the unit over"))),
+        _s("backstop_count", "count_nonzero", "(units,) paths on which the vault took the unit over",
+           account="p_backstop"))),
     Output("over_notional", "unit", "float", "add", "notional liquidated beyond the minimum that restored MM", (
-        _s("over_notional_sum", "sum", "(units,) fairness: notional beyond the minimum"),
+        _s("over_notional_sum", "sum", "(units,) fairness: notional beyond the minimum",
+           account="expected_over_liquidated_notional"),
         _s("path_over_notional", "path_sum", "(paths,) notional beyond the minimum"))),
     Output("excess_cost", "unit", "float", "add", "slippage + fee beyond the minimum close's (fairness)", (
-        _s("excess_cost_sum", "sum", "(units,) fairness: cost beyond the minimum's"),
+        _s("excess_cost_sum", "sum", "(units,) fairness: cost beyond the minimum's", account="expected_excess_cost"),
         _s("path_excess_cost", "path_sum", "(paths,) cost beyond the minimum's"))),
     Output("artefacts", "unit", "int32", "add", "liquidations executed while mark (or index) showed a healthy "
            "account", (_s("artefacts_sum", "sum", "(units,) liquidations while the account looked healthy"),)),
@@ -119,15 +125,16 @@ OUTPUTS = (
         _s("path_stress_steps", "path", "(paths,) steps in the stress regime"),), shape="scalar"),
     # End of path.
     Output("loss", "path", "float", None, "initial equity - final equity (USD)", (
-        _s("loss_sum", "sum", "(units,) loss"),
-        _s("loss_sq_sum", "sum_sq", "(units,) sum of squared losses"),
+        _s("loss_sum", "sum", "(units,) loss", account="expected_loss"),
+        _s("loss_sq_sum", "sum_sq", "(units,) sum of squared losses", account="expected_loss_se"),
         _s("path_trader_loss", "path_sum", "(paths,) the book's loss", "trader_loss"))),
     Output("log_return", "path", "float", None, "log of final / initial true price", (
         _s("path_log_return", "path", "(paths, assets) log return of each asset", "log_return_{asset}"),),
            shape="assets"),
     # Cascades (``CascadeState`` fields; zeros unless the model monitors cascades).
     Output("starts", "cascade", "int32", None, "liquidations in an episode's first round", (
-        _s("cascade_starts_sum", "sum", "(units,) liquidations in an episode's first round"),), f64=True),
+        _s("cascade_starts_sum", "sum", "(units,) liquidations in an episode's first round",
+           account="p_starts_cascade"),), f64=True),
     Output("hist", "cascade", "int32", None, "finished episodes by notional", (
         _s("cascade_hist", "sum", "(bins,) episodes by notional (cascade.CASCADE_EDGES)"),), shape="bins", f64=True),
     Output("drawdown", "cascade", "float", None, "max log drawdown of the price, with feedback", (
@@ -308,4 +315,22 @@ def path_columns(out, asset_names) -> dict:
                 cols.update({st.column.format(asset=a): v[:, i] for i, a in enumerate(asset_names)})
             else:
                 cols[st.column] = v
+    return cols
+
+
+def account_columns(out) -> dict:
+    """The per-unit table's generated columns (``Stat.account``), in table order: the mean per path of
+    each (units,) sum or count, and for a ``sum_sq`` stat the standard error of its sum stat's mean."""
+    n = out.n_paths
+    cols = {}
+    for o in OUTPUTS:
+        sums = {st.how: st.key for st in o.stats}
+        for st in o.stats:
+            if st.account is None:
+                continue
+            if st.how == "sum_sq":
+                mean = getattr(out, sums["sum"]) / n
+                cols[st.account] = np.sqrt(np.maximum(getattr(out, st.key) / n - mean**2, 0) / max(n - 1, 1))
+            else:
+                cols[st.account] = getattr(out, st.key) / n
     return cols
