@@ -95,10 +95,11 @@ class Section(BaseModel):
     def _known_keys(cls, d):
         if not isinstance(d, dict):
             raise rule_error("mapping", "must be a mapping", d)
-        unknown = sorted(set(d) - set(cls.model_fields))
+        allowed = {f.alias or name for name, f in cls.model_fields.items()}  # a key may be an alias ("return")
+        unknown = sorted(set(d) - allowed)
         if unknown:
             raise PydanticCustomError("unknown_key", "unknown key (allowed: {allowed})",
-                                      {"key": str(unknown[0]), "allowed": ", ".join(sorted(cls.model_fields))})
+                                      {"key": str(unknown[0]), "allowed": ", ".join(sorted(allowed))})
         return {k: v for k, v in d.items() if v is not None}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .fields import (
@@ -32,7 +32,6 @@ from .fields import (
     defaults,
     integer,
     number,
-    rule_error,
     time_or_seconds,
     validate,
 )
@@ -211,20 +210,6 @@ class Window(Section):
 class Shock(Window):
     assets: Assets = "all"
     return_: Num = Field(alias="return", gt=-1)
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, d):
-        if not isinstance(d, dict):
-            raise rule_error("mapping", "must be a mapping", d)
-        allowed = {"assets", "start_seconds", "duration_seconds", "return"}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise PydanticCustomError("unknown_key", "unknown key (allowed: {allowed})",
-                                      {"key": str(unknown[0]), "allowed": ", ".join(sorted(allowed))})
-        return {k: v for k, v in d.items() if v is not None}
 
 
 class DepthBurst(Window):
