@@ -39,9 +39,10 @@ def main() -> None:
     for name, flags in MODELS.items():
         tag = name.split()[0]
         cfg = out / f"{tag}.yaml"
-        sh(sys.executable, "-m", "perpjax", "fit", "--start", "2020-09-01", "--end", "2022-01-01", *flags, "--out", str(cfg))
+        cli = (sys.executable, "-m", "perpjax")
+        sh(*cli, "fit", "--start", "2020-09-01", "--end", "2022-01-01", *flags, "--out", str(cfg))
         bt = out / f"backtest_{tag}"
-        sh(sys.executable, "-m", "perpjax", "backtest", str(cfg), "--start", a.start, "--end", a.end, "--paths", str(a.paths),
+        sh(*cli, "backtest", str(cfg), "--start", a.start, "--end", a.end, "--paths", str(a.paths),
            "--out", str(bt), "--no-progress", "--conditional" if flags else "--no-conditional")
         res[name] = (pd.read_csv(bt / "liquidation_cases.csv"), pd.read_csv(bt / "var_series.csv"))
     print(table(res))
