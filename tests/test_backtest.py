@@ -103,3 +103,26 @@ def test_backtest_command_writes_tables_and_plots(tmp_path, capsys):
     assert main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-02",
                  "--end", "2021-01-06", "--symbols", "A,B", "--out", str(tmp_path / "x")]) == 2
     assert "--symbols" in capsys.readouterr().err
+
+
+def test_refit_every_k_origins_reestimates_on_the_trailing_window(tmp_path, capsys):
+    """--refit-every: the market is re-fitted on the window before every k-th origin (data before the
+    origin only); the fitted vol follows the bars (here a GBM whose vol doubles half-way)."""
+    import yaml
+
+    _gbm_bars(tmp_path / "a.csv", 0.4, days=30, sub=6, seed=1)
+    _gbm_bars(tmp_path / "b.csv", 1.6, days=30, sub=6, seed=2, start="2021-01-31")
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    b[["open", "high", "low", "close"]] *= a["close"].iloc[-1] / b["open"].iloc[0]
+    pd.concat([a, b]).to_csv(tmp_path / "bars.csv", index=False)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(_config(0.4)))
+    out = tmp_path / "bt"
+    code = main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-25",
+                 "--end", "2021-02-27", "--paths", "400", "--leverages", "20", "--refit-every", "16",
+                 "--fit-window-days", "20", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    f = pd.read_csv(out / "liquidation_forecasts.csv")
+    p = f[f.case == "X_long_20x"].sort_values("origin")["predicted"].to_numpy()
+    assert len(p) == 33
+    # origins 0-15 use the fit on the calm window, 16-31 one with 7 high-vol days, 32 one with 20
+    assert p[:16].mean() < p[16:32].mean() < p[32]

@@ -71,15 +71,18 @@ def origins(start, end, every_seconds: float) -> np.ndarray:
 def run_backtest(base: dict, data_path, symbols: dict, *, start, end, every_seconds: float = 86400.0,
                  horizon_seconds: float = 86400.0, step_seconds: float = 3600.0, paths: int = 20_000,
                  seed: int = 0, cases: list[Case] | None = None, filter_state=None, var_levels=(0.99,),
-                 bar_seconds: int = 3600, progress=None) -> Forecasts:
+                 bar_seconds: int = 3600, refit=None, refit_every: int = 0, progress=None) -> Forecasts:
     """Forecast and realise every origin in ``[start, end)``.
 
     Args:
         base: a resolved-able config with the fitted market (``perpjax fit``).
         data_path: the bars (long CSV: timestamp, symbol, open, high, low, close).
         symbols: config asset name -> symbol in the data.
-        filter_state: ``None`` (unconditional) or a function ``(origin unix seconds) -> market_state``
-            using data before the origin only.
+        filter_state: ``None`` (unconditional) or a function ``(origin unix seconds, config) ->
+            market_state`` using data before the origin only and the config's fitted parameters.
+        refit: with ``refit_every`` k > 0, a function ``(origin) -> config`` re-estimating the market on
+            data before the origin, called at every k-th origin (the first included); its config is
+            forecast until the next refit. None: ``base`` throughout.
         progress: ``progress(done, total)`` after each origin.
     """
     names = [a["name"] for a in base["assets"]]
@@ -91,12 +94,15 @@ def run_backtest(base: dict, data_path, symbols: dict, *, start, end, every_seco
     n_h = int(horizon_seconds // bar_seconds)
     liq_rows, var_rows = [], []
     t_start, compile_s = time.perf_counter(), 0.0
+    model_cfg = base
     for i, o in enumerate(os_):
+        if refit is not None and refit_every > 0 and i % refit_every == 0:
+            model_cfg = refit(int(o))
         k = (int(o) - first) // bar_seconds  # index of the first horizon bar
         ohlc = {n: bars[symbols[n]] for n in names}
         prices = {n: float(ohlc[n][k - 1, 3]) for n in names}
-        state = None if filter_state is None else filter_state(int(o))
-        cfg = forecast_config(base, cases, prices, horizon_seconds=horizon_seconds, step_seconds=step_seconds,
+        state = None if filter_state is None else filter_state(int(o), model_cfg)
+        cfg = forecast_config(model_cfg, cases, prices, horizon_seconds=horizon_seconds, step_seconds=step_seconds,
                               paths=paths, seed=seed, state=state)
         model, _, resolved = build_model(cfg)
         t0 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -25,6 +26,10 @@ def register(sub) -> None:
     b.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="filter the market state (GARCH variance, regime) at every origin; default: when the "
                         "config has a market_state section")
+    b.add_argument("--refit-every", type=int, default=0, metavar="K",
+                   help="re-estimate the market (perpjax fit, and the residual sample with --conditional) on "
+                        "the --fit-window-days before every K-th origin; default 0: the config's fit throughout")
+    b.add_argument("--fit-window-days", type=float, default=365.0, help="trailing estimation window of a refit")
     b.add_argument("--out", default="perpjax-backtest", help="output directory")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=run_command)
@@ -53,7 +58,10 @@ def run_command(a) -> int:
         cases = default_cases(names, [float(x) for x in a.leverages.split(",")], a.mmr)
         data = a.data or replay.default_data_path()
         conditional = ("market_state" in base) if a.conditional is None else a.conditional
-        state_fn = _state_filter(base, data, symbols) if conditional else None
+        if a.refit_every < 0 or a.fit_window_days <= 0:
+            raise ValueError("--refit-every: must be >= 0; --fit-window-days: must be > 0")
+        closes = _closes(data) if conditional or a.refit_every else None
+        state_fn = _state_filter(base, closes, symbols) if conditional else None
     except (ConfigError, ValueError) as e:
         print(f"perpjax: input error: {e}", file=sys.stderr)
         return 2
@@ -66,9 +74,11 @@ def run_command(a) -> int:
 
     t0 = time.perf_counter()
     try:
+        refit = (_refitter(base, closes, symbols, a.fit_window_days, conditional, Path(a.out) / "refits")
+                 if a.refit_every else None)
         f = run_backtest(base, data, symbols, start=a.start, end=a.end, every_seconds=a.every,
                          horizon_seconds=a.horizon, step_seconds=a.step, paths=a.paths, seed=a.seed, cases=cases,
-                         filter_state=state_fn, progress=progress)
+                         filter_state=state_fn, refit=refit, refit_every=a.refit_every, progress=progress)
     except (ConfigError, ValueError) as e:
         print(f"perpjax: input error: {e}", file=sys.stderr)
         return 2
@@ -76,7 +86,8 @@ def run_command(a) -> int:
         bar.close()
     extra = {"backtest": {"data": str(data), "symbols": symbols, "start": a.start, "end": a.end, "every": a.every,
                           "horizon": a.horizon, "step": a.step, "paths": a.paths, "conditional": conditional,
-                          "leverages": a.leverages, "mmr": a.mmr}}
+                          "leverages": a.leverages, "mmr": a.mmr, "refit_every": a.refit_every,
+                          "fit_window_days": a.fit_window_days}}
     s = report.write(a.out, f, manifest(resolved, seed=a.seed, wall_seconds=time.perf_counter() - t0, extra=extra))
     print(report.liquidation_table(f.liquidations).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print()
@@ -88,11 +99,42 @@ def run_command(a) -> int:
     return 0
 
 
-def _state_filter(base: dict, data, symbols: dict):
-    """origin -> market_state, filtered on the bars before the origin with the config's parameters."""
+def _closes(data):
     from .. import estimate
 
-    closes = estimate.read_prices(data)
+    return estimate.read_prices(data)
+
+
+def _state_filter(base: dict, closes, symbols: dict):
+    """(origin, config) -> market_state, filtered on the bars before the origin with the config's fitted
+    parameters."""
+    from .. import estimate
+
     syms = [symbols[a["name"]] for a in base["assets"]]
     estimate.garch_from_config(base)  # a config without a fitted GARCH fails here, before any compute
-    return lambda origin: estimate.market_state(estimate.filter_config_state(base, closes, syms, origin))
+    return lambda origin, cfg: estimate.market_state(estimate.filter_config_state(cfg, closes, syms, origin))
+
+
+def _refitter(base: dict, closes, symbols: dict, window_days: float, conditional: bool, folder: Path):
+    """origin -> the config re-estimated on the ``window_days`` before the origin (``perpjax fit``; with
+    ``conditional`` also its residual sample, written to ``folder``, a fixed number of rows so a refit
+    does not recompile)."""
+    from .. import estimate
+
+    names = [x["name"] for x in base["assets"]]
+    syms = [symbols[n] for n in names]
+    rows = int(window_days * 24) - 48  # hourly bars: every refit keeps the same sample size
+
+    def refit(origin: int) -> dict:
+        fit = estimate.fit_market(closes, syms, start=origin - int(window_days * 86400), end=origin,
+                                  stress_fallback="quantile")
+        cfg = estimate.market_config(fit, names, base)
+        if not conditional:
+            return cfg
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"residuals-{origin}.npz"
+        estimate.write_residuals(path, fit, names, max_rows=rows)
+        return estimate.conditional_config(cfg, base.get("market_state") or {}, str(path.resolve()),
+                                           fit.bar_seconds)
+
+    return refit
