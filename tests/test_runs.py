@@ -94,26 +94,6 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "paths"), pd.read_parquet(full / "paths"))
 
 
-def test_killed_in_process_run_resumes_after_saved_chunks(tmp_path):
-    from perpjax.api import run
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_two(done, total):
-        if done >= 200:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run(None, overrides=OVER, paths=500, out=tmp_path, progress=kill_after_two)
-    seen = []
-    resumed = run(None, overrides=OVER, paths=500, out=tmp_path, resume=True, progress=lambda d, t: seen.append(d))
-    assert seen[0] == 200  # picked up after the two saved chunks
-    full = run(None, overrides=OVER, paths=500)
-    for k in ("path_bad_debt", "path_trader_loss", "path_liq_notional", "liq_count", "loss_sum"):
-        np.testing.assert_array_equal(getattr(resumed.outcome, k), getattr(full.outcome, k))
-
-
 @pytest.mark.parametrize("change, needle", [
     (["--paths", "400"], "paths (300 saved, 400 now)"),
     (["--seed", "9"], "seed (7 saved, 9 now)"),
