@@ -43,7 +43,7 @@ def run_command(a) -> int:
     from .. import replay
     from ..backtest import report
     from ..backtest.cases import default_cases
-    from ..backtest.run import run_backtest
+    from ..backtest.run import origins, run_backtest
     from ..config import ConfigError, build_model, load_config
     from ..io import manifest
 
@@ -58,6 +58,7 @@ def run_command(a) -> int:
         cases = default_cases(names, [float(x) for x in a.leverages.split(",")], a.mmr)
         data = a.data or replay.default_data_path()
         conditional = ("market_state" in base) if a.conditional is None else a.conditional
+        origins(a.start, a.end, a.every)  # a bad window fails here, before any compute
         if a.refit_every < 0 or a.fit_window_days <= 0:
             raise ValueError("--refit-every: must be >= 0; --fit-window-days: must be > 0")
         closes = _closes(data) if conditional or a.refit_every else None
