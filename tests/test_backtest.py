@@ -94,10 +94,11 @@ def test_backtest_command_writes_tables_and_plots(tmp_path, capsys):
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(_config(0.8)))
     out = tmp_path / "bt"
     code = main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-02",
-                 "--end", "2021-01-06", "--paths", "500", "--leverages", "20,50", "--out", str(out), "--no-progress"])
+                 "--end", "2021-01-06", "--paths", "500", "--leverages", "20,50", "--out", str(out), "--no-progress",
+                 "--report"])
     assert code == 0, capsys.readouterr().err
     for name in ("liquidation_cases.csv", "var_series.csv", "liquidation_forecasts.csv", "var_forecasts.csv",
-                 "summary.json", "manifest.json", "reliability.png"):
+                 "summary.json", "manifest.json", "reliability.png", "report.html"):
         assert (out / name).exists(), name
     assert len(pd.read_csv(out / "liquidation_forecasts.csv")) == 4 * 4
     assert main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-02",

@@ -256,3 +256,14 @@ def test_report_in_headless_chromium(run_dir, cascade_dir, tmp_path):
         subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,3000", url], capture_output=True,
                        timeout=120, check=True)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_simulate_report_flag_writes_the_report(tmp_path, capsys):
+    from perpjax.cli import main
+
+    out = tmp_path / "run"
+    assert main(["simulate", "--paths", "200", "--no-progress", "--out", str(out), "--report",
+                 "--set", "time.horizon_seconds=3600"]) == 0
+    html = (out / "report.html").read_text()
+    assert "<html" in html.lower() and "http://" not in html and "https://" not in html
+    assert f"wrote {out / 'report.html'}" in capsys.readouterr().out

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .report import html_report
+
 
 def register(sub) -> None:
     b = sub.add_parser("backtest", help="forecast liquidations and VaR at rolling origins and test them against "
@@ -32,6 +34,7 @@ def register(sub) -> None:
     b.add_argument("--fit-window-days", type=float, default=365.0, help="trailing estimation window of a refit")
     b.add_argument("--out", default="perpjax-backtest", help="output directory")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--report", action="store_true", help="also write OUT/report.html (see `perpjax report`)")
     b.set_defaults(func=run_command)
 
 
@@ -97,7 +100,7 @@ def run_command(a) -> int:
           f"{s['var_zones']}; pooled Brier {s['pooled_brier']:.4g}; {s['origins']} origins in "
           f"{s['wall_seconds']:.0f} s ({s['compile_seconds']:.0f} s of it the first origin, compile included)")
     print(f"wrote {a.out}/liquidation_cases.csv, var_series.csv, *_forecasts.csv, summary.json, reliability.png")
-    return 0
+    return html_report(a.out) if a.report else 0
 
 
 def _closes(data):

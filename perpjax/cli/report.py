@@ -16,10 +16,16 @@ def register(sub) -> None:
 
 
 def run_command(a) -> int:
+    return html_report(a.run_dir, a.out, title=a.title)
+
+
+def html_report(run_dir, out=None, *, title=None) -> int:
+    """Write the HTML report of ``run_dir`` (``report.write_report``) and say where; exit code 2 when
+    ``run_dir`` is not an output directory (nothing written)."""
     from ..report import NotARunError, write_report
 
     try:
-        path = write_report(a.run_dir, a.out, title=a.title)
+        path = write_report(run_dir, out, title=title)
     except NotARunError as e:
         print(f"perpjax: {e}", file=sys.stderr)
         return 2

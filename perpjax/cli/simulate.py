@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from .report import html_report
+
 
 def register(sub) -> None:
     s = sub.add_parser("simulate", help="simulate a book and report liquidation and tail-loss metrics")
@@ -19,6 +21,7 @@ def register(sub) -> None:
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mark.window_seconds=300 (repeatable)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--report", action="store_true", help="also write DIR/report.html (see `perpjax report`)")
     s.add_argument("--resume", action="store_true",
                    help="continue a killed run: the chunks already in DIR/paths/ are kept (each finished chunk "
                         "is saved there); refused if the config, seed, paths or chunk size differ")
@@ -116,7 +119,7 @@ def run_command(args) -> int:
     print(summary_table(res.summary, res.accounts))
     print(f"\nwrote {args.out}/summary.json, accounts.csv, tiers.csv, manifest.json and paths/ "
           "(per-path values, one Parquet file per chunk)")
-    return 0
+    return html_report(args.out) if args.report else 0
 
 
 # (key, label, unit): the printed venue table. Units: USD, probability (0..1), hours, count per path.
@@ -321,7 +324,7 @@ def compare(cfg, args, progress, bar, extra) -> int:
 
     print(pd.DataFrame(shown, index=table.index).to_string())
     print(f"\nwrote {args.out}/compare.csv and one folder per mode")
-    return 0
+    return html_report(args.out) if args.report else 0
 
 
 def scenarios(args=None) -> int:
