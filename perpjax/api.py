@@ -111,7 +111,7 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
 def _run(model, labels, resolved, progress, store, resume, manifest_extra) -> Result:
     t0 = time.perf_counter()
     out = simulate(model, seed=resolved["seed"], n_paths=resolved["paths"], chunk_size=resolved["chunk_size"],
-                   progress=progress, store=store, resume=resume)
+                   progress=progress, store=store, resume=resume, devices=resolved["devices"])
     wall = time.perf_counter() - t0
     summary, accounts, per_path = summarize(out, model, labels, resolved, paths_table=store is None)
     summary["path_steps_per_second"] = out.n_paths * out.n_steps / wall

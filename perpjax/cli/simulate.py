@@ -17,6 +17,8 @@ def register(sub) -> None:
                    help="apply a packaged stress scenario over the config (see `perpjax scenarios`)")
     s.add_argument("--paths", type=int, help="number of Monte Carlo paths")
     s.add_argument("--seed", type=int, help="random seed")
+    s.add_argument("--devices", type=int, help="local devices to split the paths over (default: all; config key "
+                                                "devices)")
     s.add_argument("--out", default="perpjax-out", help="output directory (default: perpjax-out)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mark.window_seconds=300 (repeatable)")
@@ -57,6 +59,8 @@ def _load(args):
         cfg["paths"] = args.paths
     if args.seed is not None:
         cfg["seed"] = args.seed
+    if args.devices is not None:
+        cfg["devices"] = args.devices
     return cfg
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..engine import RiskModel
+from ..engine.driver import local_devices
 from ..guardrails import CircuitBreaker, enforce_initial_margin, enforce_open_interest
 from ..innovations import load_residuals
 from ..liquidation import DepthModel, Liquidation
@@ -23,6 +24,10 @@ from .schema import ConfigError
 def build_model(cfg: dict):
     """Resolve a config dict and build (RiskModel, BookLabels, resolved config)."""
     c = resolve(cfg)
+    try:
+        local_devices(c["devices"])  # more devices than the process has: refused before any compute
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if c["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float64 if c["dtype"] == "float64" else jnp.float32

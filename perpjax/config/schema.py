@@ -299,6 +299,7 @@ class Config(Section):
     paths: Int = Field(100_000, ge=1)
     chunk_size: Literal["auto"] | Annotated[int, BeforeValidator(integer), Field(ge=1)] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
+    devices: Literal["all"] | Annotated[int, BeforeValidator(integer), Field(ge=1)] = "all"  # local devices
     time: Time
     assets: list[Asset] = Field(min_length=1)
     correlation: NumMatrix

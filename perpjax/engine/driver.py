@@ -46,7 +46,7 @@ def auto_chunk_size(model: RiskModel, n_paths: int) -> int:
 
 
 def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str = "auto", unroll: int = 1,
-             keep_unit_paths: bool = False, progress=None, store=None, resume: bool = False):
+             keep_unit_paths: bool = False, progress=None, store=None, resume: bool = False, devices=None):
     """Simulate ``n_paths`` paths in chunks and reduce them.
 
     The last chunk is padded to ``chunk_size`` (one compile for the whole run)
@@ -59,6 +59,9 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     skipped: a killed run loses at most the chunk in flight, and the resumed result equals an
     uninterrupted one bit for bit (chunks are keyed by path index; sums are added in chunk order,
     as in memory). Without a store every per-path array is kept in memory (an ``Outcome``).
+
+    ``devices``: how many local devices share each chunk's paths (None or "all": every device of the
+    process); the chunk is rounded up to a multiple of it. Same results on any number of devices.
     """
     if n_paths < 1:
         raise ValueError(f"paths: must be >= 1 (got {n_paths})")
@@ -69,18 +72,19 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
         chunk_size = auto_chunk_size(model, n_paths)
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise ValueError(f"chunk_size: must be 'auto' or an integer >= 1 (got {chunk_size!r})")
-    chunk = min(chunk_size, n_paths)
+    n_dev = local_devices(devices)
+    chunk = -(-min(chunk_size, n_paths) // n_dev) * n_dev  # a multiple of the device count
     key = R.seed_key(seed)
     n_assets = model.prices.n_assets
     if store is not None:
         if keep_unit_paths:
             raise ValueError("store: not supported with keep_unit_paths")
-        return _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume)
+        return _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev)
     acc, per_path = new_accumulators(model.n_units, n_assets)
     kept = []
     for start in range(0, n_paths, chunk):
         n = min(chunk, n_paths - start)
-        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
+        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll, devices=n_dev)
         reduce_chunk(out, n, n_assets, acc, per_path)
         if keep_unit_paths:
             kept.append(flatten(jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out)))
@@ -93,7 +97,7 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)
 
 
-def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume):
+def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev):
     from ..store import StoredOutcome
 
     n_assets = model.prices.n_assets
@@ -111,7 +115,7 @@ def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume
         if start in done:
             continue
         n = min(chunk, n_paths - start)
-        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll)
+        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll, devices=n_dev)
         sums, per_path = new_accumulators(model.n_units, n_assets)
         reduce_chunk(out, n, n_assets, sums, per_path)
         store.write(start, n, sums, {k: v[0] for k, v in per_path.items()})
@@ -126,3 +130,14 @@ def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume
     return StoredOutcome(store, {"n_paths": n_paths, "n_steps": model.grid.n_steps,
                                  "cascade_on": model.cascade is not None, "unit_paths": None, **acc},
                          path_shapes(n_assets))
+
+
+def local_devices(devices=None) -> int:
+    """The number of local devices a run uses: ``None`` / ``"all"`` = all of them, else 1..available."""
+    available = jax.local_device_count()
+    if devices is None or devices == "all":
+        return available
+    if not (isinstance(devices, int) and not isinstance(devices, bool) and 1 <= devices <= available):
+        raise ValueError(f"devices: must be 'all' or an integer in [1, {available}] (this process has {available} "
+                         f"{jax.default_backend()} device(s); got {devices!r})")
+    return devices

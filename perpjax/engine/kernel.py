@@ -11,6 +11,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import random as R
 from ..cascade import cascade_finish
@@ -61,7 +62,7 @@ def simulate_path(model: RiskModel, path_key, *, unroll: int = 1, sparse: float 
 
 @eqx.filter_jit
 def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
-                   sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
+                   sparse: float = DEFAULT_CAPACITY, devices: int = 1) -> PathOutcome:
     """The jitted entry point: ``count`` paths starting at global path index ``start``.
 
     Args:
@@ -71,6 +72,14 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
         count: number of paths (static).
         sparse: largest share of the chunk's paths whose liquidations run compacted at a step
             (``sparse.where_active``; 0 runs them densely). Results do not depend on it.
+        devices: the chunk's paths are split over the first ``devices`` local devices (a ``Mesh``
+            over them and the path axis sharded: XLA partitions the vmapped scan, each device runs
+            its share; ``count`` must be a multiple). Keys are by path index, so results do not
+            depend on it.
     """
     keys = R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32))
+    if devices > 1:
+        mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("paths",))
+        keys = jax.lax.with_sharding_constraint(keys, jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec("paths", None)))
     return jax.vmap(lambda k: simulate_path(model, k, unroll=unroll, sparse=sparse))(keys)
