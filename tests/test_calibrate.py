@@ -325,3 +325,17 @@ def test_minimal_cut_gets_the_implicit_function_gradient(mode, knobs, extra, key
         plus[key], minus[key] = theta[key].at[idx].add(1e-6), theta[key].at[idx].add(-1e-6)
         fd = (float(f(plus)) - float(f(minus))) / 2e-6
         assert float(g[key][idx]) == pytest.approx(fd, rel=0.02) and abs(fd) > 0, key
+
+
+def test_fund_loss_constraint_is_reported_before_and_after_on_hard_paths():
+    from types import SimpleNamespace
+
+    from perpjax.calibrate.job import fund_loss_constraint
+
+    def res(fund_min):
+        return SimpleNamespace(outcome=SimpleNamespace(path_fund_min=np.asarray(fund_min, float)))
+
+    obj = {"exceed_budget": 100.0, "exceed_probability": 0.25}
+    c = fund_loss_constraint(obj, res([0, -50, -150, -300]), res([0, -10, -120, 0]))
+    assert c == {"exceed_budget_usd": 100.0, "limit": 0.25, "before": 0.5, "after": 0.25, "met_after": True}
+    assert fund_loss_constraint({"exceed_budget": None}, res([0]), res([0])) is None

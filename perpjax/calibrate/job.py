@@ -81,7 +81,7 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
             "slippage_mean", "fees_mean", "trader_loss_mean"]
     comparison = {"before": {k: before.summary.get(k) for k in keys}, "after": {k: after.summary.get(k) for k in keys},
                   "eval_paths": cal["eval_paths"], "eval_seed": eval_over["seed"], "iterations": len(history),
-                  "wall_seconds": wall}
+                  "wall_seconds": wall, "constraint": fund_loss_constraint(cal["objective"], before, after)}
     atomic_write_json(out / "metrics.json", comparison)
     import yaml
 
@@ -118,6 +118,19 @@ def _fmt(row: dict) -> str:
             f"bad_debt {row['term_bad_debt']:.3g}  capital {row['term_capital']:.4g}  {rates}")
 
 
+def fund_loss_constraint(obj: dict, before, after) -> dict | None:
+    """The objective's constraint P(insurance-fund loss on a path > ``exceed_budget``) <=
+    ``exceed_probability``, evaluated on the hard engine's fresh paths before and after (the optimiser
+    only saw its smoothed version on the calibration paths); None without a budget."""
+    budget = obj.get("exceed_budget")
+    if budget is None:
+        return None
+    p = {k: float(np.mean(-np.asarray(r.outcome.path_fund_min) > budget)) for k, r in (("before", before),
+                                                                                      ("after", after))}
+    limit = float(obj["exceed_probability"])
+    return {"exceed_budget_usd": float(budget), "limit": limit, **p, "met_after": p["after"] <= limit}
+
+
 def _plots(out: Path, hist: pd.DataFrame, names, acc_before: pd.DataFrame, acc_after: pd.DataFrame) -> None:
     try:
         import matplotlib
@@ -139,8 +152,12 @@ def _plots(out: Path, hist: pd.DataFrame, names, acc_before: pd.DataFrame, acc_a
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     ax[0].plot(hist.iteration, hist.objective)
     ax[0].set(xlabel="iteration", ylabel="objective", title="objective")
-    for c in [c for c in hist.columns if c.startswith("mmr_")]:
-        ax[1].plot(hist.iteration, hist[c], label=c[4:])
+    series = [c for c in hist.columns if c.startswith("mmr_")]
+    colours = plt.cm.tab20(np.linspace(0, 1, max(len(series), 1)))  # one colour per tier, none reused
+    styles = {a: ls for a, ls in zip(names, ("-", "--", ":", "-.") * 8, strict=False)}  # one style per asset
+    for c, colour in zip(series, colours, strict=True):
+        asset = c[4:].rsplit("_", 1)[0]
+        ax[1].plot(hist.iteration, hist[c], label=c[4:], color=colour, linestyle=styles.get(asset, "-"))
     ax[1].set(xlabel="iteration", ylabel="MMR", title="maintenance rate per tier")
     ax[1].legend(fontsize=7, ncol=2)
     save(fig, "history.png")

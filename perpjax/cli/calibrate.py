@@ -39,5 +39,10 @@ def metrics_table(m: dict) -> str:
     import pandas as pd
 
     t = pd.DataFrame({"before": m["before"], "after": m["after"]})
-    return (f"\nhard engine on {m['eval_paths']:,} fresh paths (seed {m['eval_seed']}):\n"
+    text = (f"\nhard engine on {m['eval_paths']:,} fresh paths (seed {m['eval_seed']}):\n"
             + t.to_string(float_format=lambda x: f"{x:,.6g}"))
+    c = m.get("constraint")
+    if c:
+        text += (f"\nconstraint P(insurance-fund loss > {c['exceed_budget_usd']:,.0f} USD) <= {c['limit']:.4g}: "
+                 f"before {c['before']:.4g}, after {c['after']:.4g} ({'met' if c['met_after'] else 'NOT met'})")
+    return text
