@@ -97,6 +97,15 @@ def read_book_csv(path, names):
             raise ConfigError(f"{where}: row {line}, column {col}: must be a finite number (got {raw!r})")
         return v
 
+    def amount(i, col, acc, mode):
+        """A collateral / margin cell of a ``mode`` account: its column present, the value >= 0."""
+        if col not in df.columns:
+            raise ConfigError(f"{where}: missing column {col} (account {acc!r} is {mode})")
+        v = cell(i, col)
+        if v < 0:
+            raise ConfigError(f"{where}: row {i + 2}, column {col}: must be >= 0 (got {v:g}, account {acc!r})")
+        return v
+
     accounts = {}
     for i in range(len(df)):
         line = i + 2
@@ -115,23 +124,10 @@ def read_book_csv(path, names):
         if a is None:
             a = accounts[acc] = {"id": acc, "mode": mode, "collateral": None, "positions": []}
             if mode == "cross":
-                if "collateral" not in df.columns:
-                    raise ConfigError(f"{where}: missing column collateral (account {acc!r} is cross)")
-                c = cell(i, "collateral")
-                if c < 0:
-                    raise ConfigError(f"{where}: row {line}, column collateral: must be >= 0 (got {c:g}, "
-                                      f"account {acc!r})")
-                a["collateral"] = c
+                a["collateral"] = amount(i, "collateral", acc, mode)
         elif a["mode"] != mode:
             raise ConfigError(f"{where}: row {line}, column mode: account {acc!r} is {a['mode']} on an earlier "
                               f"row, {mode} here")
-        margin = None
-        if mode == "isolated":
-            if "margin" not in df.columns:
-                raise ConfigError(f"{where}: missing column margin (account {acc!r} is isolated)")
-            margin = cell(i, "margin")
-            if margin < 0:
-                raise ConfigError(f"{where}: row {line}, column margin: must be >= 0 (got {margin:g}, "
-                                  f"account {acc!r})")
+        margin = amount(i, "margin", acc, mode) if mode == "isolated" else None
         a["positions"].append({"asset": asset, "size": size, "entry": entry, "margin": margin})
     return list(accounts.values())
