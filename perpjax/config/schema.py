@@ -7,7 +7,7 @@ line naming the dotted path of the field (``ladders.BTC[2].mmr``) and the rule b
 
 What a value means for the model (a correlation positive semi-definite, a ladder monotone, a
 liquidation mode known) is checked once, by the Module it builds (``__check_init__``), not here.
-This module imports nothing from the package, so any module may import it.
+Besides ``fields`` it uses only ``margin``'s rule on calibration's rate bounds (no import cycle).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..margin import validate_rate_range
 from .fields import (
     Assets,
     Bool,
@@ -280,9 +281,10 @@ class Calibration(Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if not self.min_mmr < self.max_mmr:
-            raise PydanticCustomError("order", f"min_mmr, max_mmr: need 0 <= min_mmr < max_mmr < 1 "
-                                               f"(got {self.min_mmr!r}, {self.max_mmr!r})")
+        try:
+            validate_rate_range("min_mmr, max_mmr", self.min_mmr, self.max_mmr)  # the margin module's rule
+        except ValueError as e:
+            raise PydanticCustomError("order", str(e).replace("{", "{{").replace("}", "}}")) from None
         if self.chunk_paths and self.paths % self.chunk_paths:
             raise PydanticCustomError("divide", f"chunk_paths: must divide calibration.paths ({self.paths}), "
                                                 f"got {self.chunk_paths}")
