@@ -31,7 +31,7 @@ _COLUMN_UNITS = {
 
 
 def column_unit(name: str) -> str:
-    """The unit of an accounts.csv / tiers.csv column, from its name."""
+    """The unit of an accounts.csv / tiers.csv column or a summary / compare.csv metric, from its name."""
     base = name.replace("_mean_per_unit", "").replace("_sum_over_units", "")
     if name in _COLUMN_UNITS:
         return _COLUMN_UNITS[name]
@@ -39,14 +39,17 @@ def column_unit(name: str) -> str:
         return _COLUMN_UNITS[base]
     if base.startswith("p_"):
         return "probability"
-    if base.endswith(("_events", "_liquidations")) or base.startswith("n_"):
+    if (base.endswith(("_events", "_liquidations", "_events_mean")) or base.startswith("n_") or "rounds" in base
+            or "episodes" in base):
         return "count"
     if base.endswith("_share"):
         return "share"
+    if "amplification" in base:
+        return "ratio"
     if "hours" in base:
         return "hours"
     if any(w in base for w in ("loss", "debt", "fee", "funding", "slippage", "notional", "cost", "charge", "equity",
-                               "pnl", "usd")):
+                               "pnl", "usd", "adl", "drawdown", "cascade_size")):
         return "USD"
     return ""
 
@@ -553,19 +556,6 @@ def _cascades(run: Run) -> str:
 
 # -------------------------------------------------------------------------------------------- compare
 
-def _metric_unit(key: str) -> str:
-    if key.startswith("p_") or key.endswith("_share"):
-        return "probability" if key.startswith("p_") else "share"
-    if key.endswith(("_events_mean", "expected_liquidations")) or "rounds" in key or "episodes" in key:
-        return "count"
-    if "amplification" in key:
-        return "ratio"
-    if any(w in key for w in ("debt", "loss", "notional", "cost", "fee", "slippage", "adl", "drawdown", "funding",
-                              "cascade_size", "pnl")):
-        return "USD"
-    return ""
-
-
 def _compare(run: Run) -> str:
     t, modes = run.compare, list(run.modes)
     first = modes[0]
@@ -573,7 +563,7 @@ def _compare(run: Run) -> str:
            [f"{esc(m)} − {esc(first)}<span class='u'>paired, ± 1 SE</span>" for m in modes[1:]]
     rows = []
     for key, r in t.iterrows():
-        u = _metric_unit(str(key))
+        u = column_unit(str(key))
         row = [esc(str(key).replace("_", " ")), esc(u)]
         row += [fmt_pm(r.get(m), r.get(f"{m}_se"), u) for m in modes]
         for m in modes[1:]:
