@@ -23,6 +23,7 @@ import pandas as pd
 from .. import replay
 from ..config import build_model
 from ..engine import simulate
+from ..metrics import var_es
 from ..timeutil import parse_time
 from .cases import SIDES, Case, default_cases, position_loss
 
@@ -92,6 +93,7 @@ def run_backtest(base: dict, data_path, symbols: dict, *, start, end, every_seco
                             int(os_[-1]) + int(horizon_seconds), bar_seconds=bar_seconds)
     first = int(os_[0]) - bar_seconds
     n_h = int(horizon_seconds // bar_seconds)
+    ohlc = {n: bars[symbols[n]] for n in names}
     liq_rows, var_rows = [], []
     t_start, compile_s = time.perf_counter(), 0.0
     model_cfg = base
@@ -99,7 +101,6 @@ def run_backtest(base: dict, data_path, symbols: dict, *, start, end, every_seco
         if refit is not None and refit_every > 0 and i % refit_every == 0:
             model_cfg = refit(int(o))
         k = (int(o) - first) // bar_seconds  # index of the first horizon bar
-        ohlc = {n: bars[symbols[n]] for n in names}
         prices = {n: float(ohlc[n][k - 1, 3]) for n in names}
         state = None if filter_state is None else filter_state(int(o), model_cfg)
         cfg = forecast_config(model_cfg, cases, prices, horizon_seconds=horizon_seconds, step_seconds=step_seconds,
@@ -121,8 +122,7 @@ def run_backtest(base: dict, data_path, symbols: dict, *, start, end, every_seco
                 loss = position_loss(side, out.path_log_return[:, a])
                 real = float(position_loss(side, r_real))
                 for lev in var_levels:
-                    q = float(np.quantile(loss, lev, method="inverted_cdf"))
-                    es = float(loss[loss >= q].mean())
+                    q, es, _, _ = var_es(loss, lev)  # the project's VaR / ES (metrics.var_es)
                     var_rows.append({"origin": int(o), "asset": n, "side": side, "level": lev, "var": q, "es": es,
                                      "realised_loss": real, "exceeded": int(real > q)})
         if progress is not None:
