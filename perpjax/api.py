@@ -77,13 +77,10 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
     """
     cfg = resolve(config, overrides=overrides, paths=paths, seed=seed)
     model, labels, resolved = build_model(cfg)
-    from .engine.driver import MAX_PATHS
+    from .config import ConfigError
+    from .engine.driver import check_path_count
 
-    if resolved["paths"] > MAX_PATHS:
-        from .config import ConfigError
-
-        raise ConfigError(f"paths: at most {MAX_PATHS:,} (got {resolved['paths']:,}): path keys are fold_in of a "
-                          "uint32 path index; split the run into runs with different seeds")
+    check_path_count(resolved["paths"], ConfigError)
     from .solvency import check_solvency
 
     if warn is None:
@@ -96,9 +93,11 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
         check_solvency(model, labels, resolved, warn=warn)
     if out is None:
         return _run(model, labels, resolved, progress, None, False, manifest_extra)
-    from .store import ChunkStore, OutDir
+    from .engine.driver import stored_bytes_per_path
+    from .store import ChunkStore, OutDir, check_disk_space
 
     with OutDir(out) as d:
+        check_disk_space(d.path, resolved["paths"], stored_bytes_per_path(model))
         if not resume:
             d.clear_results()
         store = ChunkStore(d.path / "paths", config_sha=config_fingerprint(resolved), seed=resolved["seed"],

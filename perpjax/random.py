@@ -57,11 +57,32 @@ def seed_key(seed: int):
     return jnp.asarray([seed >> 32, seed & 0xFFFFFFFF], dtype=jnp.uint32)
 
 
-def path_key(key, path_index):
-    """Key of path ``path_index``: the hash of (seed key, (index, 0))."""
+def path_key(key, path_index, high=0):
+    """Key of path ``path_index + high * 2**32``: the hash of (seed key, (low word, high word)).
+
+    Path indices are 64-bit: the low and high 32-bit words are the two counter words of one
+    Threefry block, so paths below 2**32 (``high = 0``) keep the keys they always had."""
     i = jnp.asarray(path_index, jnp.uint32)
-    a, b = threefry2x32(key[0], key[1], i, jnp.zeros_like(i))
+    a, b = threefry2x32(key[0], key[1], i, jnp.broadcast_to(jnp.asarray(high, jnp.uint32), i.shape))
     return jnp.stack([a, b], axis=-1)
+
+
+def index_words(start: int) -> np.ndarray:
+    """A non-negative path index < 2**64 as its (low, high) uint32 words: the traced ``start`` of a chunk."""
+    start = int(start)
+    if not 0 <= start < 2**64:
+        raise ValueError(f"path index: must be in [0, 2**64), got {start}")
+    return np.array([start & 0xFFFFFFFF, start >> 32], np.uint32)
+
+
+def path_keys(key, start, count: int):
+    """Keys of paths ``start .. start + count - 1``; ``start``: a uint32 scalar (high word 0) or the
+    (low, high) words of ``index_words``. The 64-bit index carries from the low into the high word."""
+    start = jnp.asarray(start, jnp.uint32)
+    lo0, hi0 = (start, jnp.uint32(0)) if start.ndim == 0 else (start[0], start[1])
+    lo = lo0 + jnp.arange(count, dtype=jnp.uint32)  # wraps modulo 2**32
+    hi = hi0 + (lo < lo0).astype(jnp.uint32)  # the carry of the wrap
+    return path_key(key, lo, hi)
 
 
 def _words(pkey, t, counters: np.ndarray):

@@ -90,6 +90,19 @@ class OutDir:
             (self.path / name).unlink(missing_ok=True)
 
 
+def check_disk_space(folder, n_paths: int, bytes_per_path: int) -> None:
+    """Refuse, before any compute, a run whose per-path table cannot fit on ``folder``'s filesystem
+    (``bytes_per_path``: the uncompressed row, an upper bound of what Parquet stores)."""
+    import shutil
+
+    need = int(n_paths) * int(bytes_per_path)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise OutDirError(f"paths: {n_paths:,} paths need about {need / 1e9:,.1f} GB for the per-path table in "
+                          f"{folder}, which has {free / 1e9:,.1f} GB free; run fewer paths, or split the run into "
+                          "runs with different seeds in different directories")
+
+
 def _col_name(key: str, j: int | None, asset_names) -> str:
     return key if j is None else f"{key}__{asset_names[j]}"
 

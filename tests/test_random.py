@@ -50,3 +50,21 @@ def test_empty_spec_draws_nothing():
     keys = R.path_key(R.seed_key(3), jnp.arange(4, dtype=jnp.uint32))
     assert R.draw(keys[0], jnp.int32(1), ()).shape == (0,)
     assert jax.vmap(lambda k: R.draw(k, jnp.int32(1), ()))(keys).shape == (4, 0)
+
+
+def test_path_indices_are_64_bit_and_carry_across_the_word_boundary():
+    key = R.seed_key(7)
+    # below 2**32 the keys are the ones they always were: the index in the low word, 0 in the high word
+    np.testing.assert_array_equal(np.asarray(R.path_keys(key, R.index_words(5), 3)),
+                                  np.asarray(R.path_key(key, jnp.arange(5, 8, dtype=jnp.uint32))))
+    # a chunk straddling 2**32: the low word wraps and the high word carries
+    got = np.asarray(R.path_keys(key, R.index_words(2**32 - 2), 4))
+    lo = jnp.asarray([2**32 - 2, 2**32 - 1, 0, 1], jnp.uint32)
+    hi = jnp.asarray([0, 0, 1, 1], jnp.uint32)
+    np.testing.assert_array_equal(got, np.asarray(R.path_key(key, lo, hi)))
+    # path 2**32 is not path 0 (no aliasing), and every key of the straddling chunk is distinct
+    assert not np.array_equal(got[2], np.asarray(R.path_key(key, jnp.uint32(0))))
+    assert len({tuple(k) for k in got}) == 4
+    np.testing.assert_array_equal(R.index_words(2**40 + 3), np.array([3, 2**8], np.uint32))
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        R.index_words(2**64)

@@ -178,9 +178,17 @@ def test_a_new_run_removes_old_results(tmp_path):
 # ---- every fault a message
 
 def test_paths_cap_names_the_reason(tmp_path, capsys):
-    assert main(["simulate", "--paths", str(2**32), "--out", str(tmp_path), "--no-progress"]) == 2
+    assert main(["simulate", "--paths", str(2**53 + 1), "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "paths: at most 4,294,967,295" in err and "uint32" in err, err
+    assert "paths: at most 2**53 = 9,007,199,254,740,992" in err and "float64" in err, err
+
+
+def test_a_run_that_cannot_fit_on_disk_is_refused_before_compute(tmp_path, capsys):
+    # 1e12 paths (64-bit path indices allow them) need ~1e14 bytes of per-path rows: refused up front
+    assert main(["simulate", "--paths", str(10**12), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "1,000,000,000,000 paths need about" in err and "GB free" in err, err
+    assert not (tmp_path / "paths").exists() and not (tmp_path / "summary.json").exists()
 
 
 def test_negative_collateral_names_the_account(tmp_path, capsys):

@@ -171,5 +171,5 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
 
 def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60):
     """The relaxed engine on paths ``start .. start + count - 1`` (same keys and draws as ``simulate``)."""
-    keys = R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32))
+    keys = R.path_keys(key, start, count)
     return jax.vmap(lambda k: _soft_path(model, ladder, k, temperature, block_steps))(keys)

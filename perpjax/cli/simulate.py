@@ -67,13 +67,11 @@ def _load(args):
 def _check(cfg, warn):
     """Everything that can be checked before compute: the config, the path cap, the book at t = 0."""
     from ..config import ConfigError, build_model
-    from ..engine.driver import MAX_PATHS
+    from ..engine.driver import check_path_count
     from ..solvency import check_solvency
 
     model, labels, resolved = build_model(cfg)
-    if resolved["paths"] > MAX_PATHS:
-        raise ConfigError(f"paths: at most {MAX_PATHS:,} (got {resolved['paths']:,}): path keys are fold_in of "
-                          "a uint32 path index; split the run into runs with different seeds")
+    check_path_count(resolved["paths"], ConfigError)
     check_solvency(model, labels, resolved, warn=warn)
     return resolved
 

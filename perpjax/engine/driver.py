@@ -13,8 +13,18 @@ from .model import RiskModel
 from .outputs import Outcome, UnitPaths, flatten, new_accumulators, reduce_chunk
 from .state import initial_state
 
-MAX_PATHS = 2**32 - 1
-"""Most paths one run can have: path ``i``'s key is ``fold_in(key, i)`` of a uint32 index."""
+MAX_PATHS = 2**53
+"""Most paths one run can have. Path indices are 64-bit (``random.path_keys``); the cap is where the
+host's float64 sums (counts of liquidated paths, per-unit sums) stop counting single paths exactly."""
+
+
+def check_path_count(n_paths: int, error=ValueError) -> None:
+    """Raise ``error`` naming ``paths`` and its bound unless 1 <= n_paths <= MAX_PATHS."""
+    if n_paths < 1:
+        raise error(f"paths: must be >= 1 (got {n_paths})")
+    if n_paths > MAX_PATHS:
+        raise error(f"paths: at most 2**53 = {MAX_PATHS:,} (got {n_paths:,}): beyond it the float64 sums of the "
+                    "run no longer count single paths exactly; split the run into runs with different seeds")
 
 
 def path_shapes(n_assets: int) -> dict:
@@ -23,6 +33,13 @@ def path_shapes(n_assets: int) -> dict:
 
     return {st.key: (n_assets if st.how == "path" and o.shape == "assets" else None)
             for o in OUTPUTS for st in o.stats if st.how.startswith("path")}
+
+
+def stored_bytes_per_path(model: RiskModel) -> int:
+    """Bytes of one row of the per-path table (``store.ChunkStore``): the int64 path index and one
+    value of the model's float type per column (per-asset fields: one column per asset)."""
+    cols = sum(1 if n is None else n for n in path_shapes(model.prices.n_assets).values())
+    return 8 + cols * np.dtype(model.dtype).itemsize
 
 
 def carry_bytes_per_path(model: RiskModel) -> int:
@@ -63,11 +80,7 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     ``devices``: how many local devices share each chunk's paths (None or "all": every device of the
     process); the chunk is rounded up to a multiple of it. Same results on any number of devices.
     """
-    if n_paths < 1:
-        raise ValueError(f"paths: must be >= 1 (got {n_paths})")
-    if n_paths > MAX_PATHS:
-        raise ValueError(f"paths: at most {MAX_PATHS:,} (got {n_paths:,}): path keys are fold_in of a uint32 "
-                         "path index; split the run into runs with different seeds")
+    check_path_count(n_paths)
     if chunk_size == "auto":
         chunk_size = auto_chunk_size(model, n_paths)
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
@@ -84,7 +97,7 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     kept = []
     for start in range(0, n_paths, chunk):
         n = min(chunk, n_paths - start)
-        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll, devices=n_dev)
+        out = simulate_chunk(model, key, R.index_words(start), chunk, unroll=unroll, devices=n_dev)
         reduce_chunk(out, n, n_assets, acc, per_path)
         if keep_unit_paths:
             kept.append(flatten(jax.tree_util.tree_map(lambda a, n=n: np.asarray(a)[:n], out)))
@@ -115,7 +128,7 @@ def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume
         if start in done:
             continue
         n = min(chunk, n_paths - start)
-        out = simulate_chunk(model, key, jnp.uint32(start), chunk, unroll=unroll, devices=n_dev)
+        out = simulate_chunk(model, key, R.index_words(start), chunk, unroll=unroll, devices=n_dev)
         sums, per_path = new_accumulators(model.n_units, n_assets)
         reduce_chunk(out, n, n_assets, sums, per_path)
         store.write(start, n, sums, {k: v[0] for k, v in per_path.items()})

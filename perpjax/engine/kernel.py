@@ -39,7 +39,7 @@ def price_returns(model: RiskModel, key, start, count: int) -> jax.Array:
         m0 = initial_state(model, P, pkey).market
         return jax.lax.scan(one, m0, jnp.arange(1, model.grid.n_steps + 1, dtype=jnp.int32))[1]
 
-    return jax.vmap(path)(R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32)))
+    return jax.vmap(path)(R.path_keys(key, start, count))
 
 
 def simulate_path(model: RiskModel, path_key, *, unroll: int = 1, sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
@@ -68,7 +68,8 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
     Args:
         model: the validated model.
         key: uint32[2] seed key (``random.seed_key(seed)``).
-        start: index of the first path (uint32 scalar; a traced value, so chunks share one compile).
+        start: index of the first path: its (low, high) uint32 words (``random.index_words``; path
+            indices are 64-bit), or a uint32 scalar below 2**32. Traced, so chunks share one compile.
         count: number of paths (static).
         sparse: largest share of the chunk's paths whose liquidations run compacted at a step
             (``sparse.where_active``; 0 runs them densely). Results do not depend on it.
@@ -77,7 +78,7 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
             its share; ``count`` must be a multiple). Keys are by path index, so results do not
             depend on it.
     """
-    keys = R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32))
+    keys = R.path_keys(key, start, count)
     if devices > 1:
         mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("paths",))
         keys = jax.lax.with_sharding_constraint(keys, jax.sharding.NamedSharding(
