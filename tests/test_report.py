@@ -1,5 +1,6 @@
-"""``perpjax report`` and ``perpjax.report.load``: the risk committee's HTML report of a run, a cascade run,
-a ``--compare-modes`` directory and a backtest; bad input; and the report opened in headless Chromium."""
+"""``perpjax report`` and ``perpjax.report.load``: the risk committee's HTML report of a run (with sample
+paths), a cascade run, a ``--compare-modes`` directory, a backtest, a calibration, a sweep and a
+sensitivities run; bad input; and the report opened in headless Chromium."""
 
 from __future__ import annotations
 
@@ -114,10 +115,13 @@ def test_large_book_is_capped(run_dir, tmp_path):
 # ------------------------------------------------------------------------------------------- reports
 
 def test_report_of_a_run(run_dir):
+    from perpjax.report.sections.sample_paths import pick_paths
+
     text = _report(run_dir)
     _self_contained(text)
-    assert _section_ids(text) == {"run", "tail", "book"}  # no cascade section without cascade metrics
     r = load(run_dir)
+    # no cascade section without cascade metrics; sample paths when the per-path table is there
+    assert _section_ids(text) == {"run", "tail", "book"} | ({"samplepaths"} if r.paths is not None else set())
     for needle in ("config sha256", r.config_sha256, "perpjax version", "wall time", "liquidation mode",
                    "insurance fund", "premium_ema", "VaR 99.9 %", "ES 99 %", "P(any liquidation",
                    "P(insurance fund depleted)", "P(auto-deleveraging)", "liquidated notional p99",
@@ -128,8 +132,14 @@ def test_report_of_a_run(run_dir):
     s = r.summary
     assert f"{s['trader_loss_es_99']:,.0f} <span class='pm'>± {s['trader_loss_es_99_se']:,.0f}</span>" in text
     # the dot-and-whisker chart, and histograms (bad debt, trader loss, fund drawdown, liquidated notional)
-    # when the per-path Parquet files are there
-    assert len(re.findall(r"<img ", text)) == (5 if r.paths is not None else 1)
+    # and one figure per sample path when the per-path Parquet files are there
+    picks = pick_paths(r.paths) if r.paths is not None else []
+    assert len(re.findall(r"<img ", text)) == (5 + len(picks) if r.paths is not None else 1)
+    for i, why in picks:  # each picked path drawn, and re-simulated to the stored row (no mismatch note)
+        assert f"path {i:,} ({why})" in text
+    assert "differs from the stored row" not in text
+    if r.paths is not None and (r.paths["path_liq_events"] > 0).any():
+        assert "Liquidations on this path" in text
     for unit in r.accounts["unit"]:
         assert unit in text
     for tier in r.tiers["tier"]:
@@ -139,7 +149,7 @@ def test_report_of_a_run(run_dir):
 
 def test_report_of_a_cascade_run(cascade_dir, tmp_path):
     out = tmp_path / "sub" / "casc.html"
-    text = _report(cascade_dir, "--out", str(out), "--title", "Crash drill")
+    text = _report(cascade_dir, "--out", str(out), "--title", "Crash drill", "--sample-paths", "0")
     assert not (cascade_dir / "report.html").exists()
     _self_contained(text)
     assert _section_ids(text) == {"run", "tail", "book", "cascades"}
@@ -206,6 +216,142 @@ def test_report_of_a_mode_comparison(run_dir, tmp_path):
     assert "mode comparison" in text
 
 
+# ------------------------------------------------------------------ calibration, sweep, sensitivities
+
+def _calibration_files(d: Path) -> dict:
+    """A calibration directory in ``perpjax.calibrate.job``'s format (ladders from the default config, BTC's
+    maintenance rates cut by 10 %; a short history; metrics.json with the constraint)."""
+    from perpjax.calibrate.job import ladder_table
+    from perpjax.config import build_model, load_config
+
+    model, _, resolved = build_model(load_config())
+    before = ladder_table(model.ladder, resolved["asset_names"])
+    after = before.copy()
+    btc = after["asset"] == "BTC"
+    after.loc[btc, "mmr"] *= 0.9
+    hist = pd.DataFrame({"iteration": range(5), "objective": [1.0, 0.8, 0.7, 0.65, 0.64], "grad_norm": 0.1,
+                         **{f"mmr_BTC_{k + 1}": np.linspace(m, 0.9 * m, 5)
+                            for k, m in enumerate(before.loc[btc, "mmr"])}})
+    keys = ["p_any_liquidation", "bad_debt_mean", "bad_debt_es_99", "trader_loss_mean"]
+    metrics = {"before": dict(zip(keys, [0.5, 120.0, 9000.0, 1.0e4], strict=True)),
+               "after": dict(zip(keys, [0.45, 100.0, 8000.0, 9.5e3], strict=True)), "eval_paths": 256,
+               "eval_seed": 1000010, "iterations": 5, "wall_seconds": 3.0,
+               "constraint": {"exceed_budget_usd": 1e4, "limit": 0.05, "before": 0.08, "after": 0.04,
+                              "met_after": True}}
+    d.mkdir(parents=True, exist_ok=True)
+    after.to_csv(d / "ladder.csv", index=False)
+    before.to_csv(d / "ladder_before.csv", index=False)
+    hist.to_csv(d / "history.csv", index=False)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return {"ladder": after, "history": hist.to_dict("records"), "metrics": metrics}
+
+
+def test_report_of_a_calibration(tmp_path):
+    d = tmp_path / "cal"
+    _calibration_files(d)  # no manifest.json: an older or API-written calibration directory
+    r = load(d)
+    assert r.kind == "calibrate" and {"ladder", "ladder_before", "history"} <= set(r.tables)
+    text = _report(d)
+    _self_contained(text)
+    assert _section_ids(text) == {"run", "calibration"}
+    for needle in ("Ladder calibration", "maintenance ladder before and after", "calibration history",
+                   "constraint, after", "P(any liquidation)", "MMR before", "MMR after"):
+        assert needle in text, needle
+    assert ">BTC<" in text and ">ETH<" not in text  # only the tuned asset's ladder is drawn and tabulated
+    assert len(re.findall(r"<img ", text)) == 2
+
+
+def test_calibrate_report_flag_writes_manifest_and_report(tmp_path, monkeypatch, capsys):
+    """``perpjax calibrate --report``: the job's files (here written by a stand-in for the optimiser), then
+    manifest.json (kind calibrate, the resolved config) and report.html."""
+    import perpjax.calibrate
+
+    out = tmp_path / "cal"
+    monkeypatch.setattr(perpjax.calibrate, "run_calibration", lambda cfg, out_dir, resume: _calibration_files(
+        Path(out_dir)))
+    assert main(["calibrate", "--out", str(out), "--report", "--set", "calibration.paths=64"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kind"] == "calibrate" and m["config"]["calibration"]["paths"] == 64
+    text = (out / "report.html").read_text()
+    assert f"wrote {out / 'report.html'}" in capsys.readouterr().out
+    assert "ladder calibration" in text and "Market" in text and ">64<" in text  # calibration paths in the header
+
+
+def _sweep_dir(d: Path, *, drop: str | None = None) -> Path:
+    """sweep.csv in the sweep contract: one row per (set, metric); two varied keys (2 x 3 sets)."""
+    rows = []
+    sets = [(f, v) for f in (0.005, 0.01) for v in (0.5, 0.62, 0.8)]
+    for s, (fee, vol) in enumerate(sets):
+        for metric, base, se in (("bad_debt_mean", 100.0, 5.0), ("p_any_liquidation", 0.3, 0.01)):
+            value = base * (vol / 0.62) ** 2 * (1 + fee)
+            rows.append({"set": s, "liquidation.fee_rate": fee, "assets.0.vol": vol, "metric": metric,
+                         "value": value, "se": se, "diff_vs_base": value - base * (0.5 / 0.62) ** 2 * 1.005,
+                         "diff_se": 0.0 if s == 0 else se / 3})
+    t = pd.DataFrame(rows)
+    d.mkdir(parents=True)
+    (t.drop(columns=[drop]) if drop else t).to_csv(d / "sweep.csv", index=False)
+    (d / "manifest.json").write_text(json.dumps({"kind": "sweep", "seed": 7, "perpjax_version": "0.1.0",
+                                                 "config": {"paths": 1000}}))
+    return d
+
+
+def test_report_of_a_sweep(tmp_path):
+    d = _sweep_dir(tmp_path / "sw")
+    r = load(d)
+    assert r.kind == "sweep" and len(r.tables["sweep"]) == 12
+    text = _report(d)
+    _self_contained(text)
+    assert _section_ids(text) == {"run", "sweep"}
+    assert "Parameter sweep" in text and "liquidation.fee_rate" in text and "assets.0.vol" in text
+    assert len(re.findall(r"<img ", text)) == 2  # one plot per metric
+    assert "± 1.96" in text and "Δ" in text and "<b>" in text  # a difference beyond 1.96 SE is bold
+
+
+def _sensitivities_dir(d: Path) -> Path:
+    rows = [("vol", "bad_debt_mean", "USD per unit of vol", 300.0, 20.0, 310.0, 25.0, "pathwise"),
+            ("fee", "bad_debt_mean", "USD per unit of fee rate", -50.0, 10.0, -45.0, 12.0, "pathwise"),
+            ("correlation", "bad_debt_mean", "USD per unit of correlation", np.nan, np.nan, 80.0, 30.0,
+             "finite-difference"),
+            ("vol", "p_any_liquidation", "probability per unit of vol", 0.9, 0.05, 0.5, 0.05, "pathwise")]
+    t = pd.DataFrame(rows, columns=["parameter", "metric", "unit", "gradient", "gradient_se", "fd", "fd_se",
+                                    "method"])
+    t["z"] = (t["gradient"] - t["fd"]) / np.hypot(t["gradient_se"], t["fd_se"])
+    t["agree"] = t["z"].abs() <= 3
+    d.mkdir(parents=True)
+    t[["parameter", "metric", "unit", "gradient", "gradient_se", "fd", "fd_se", "z", "agree", "method"]].to_csv(
+        d / "sensitivities.csv", index=False)
+    (d / "manifest.json").write_text(json.dumps({"kind": "sensitivities", "seed": 7, "config": {"paths": 2000},
+                                                 "bumps": {"vol": 0.01, "fee": 0.001, "correlation": 0.05}}))
+    return d
+
+
+def test_report_of_sensitivities(tmp_path):
+    d = _sensitivities_dir(tmp_path / "sens")
+    r = load(d)
+    assert r.kind == "sensitivities"
+    text = _report(d)
+    _self_contained(text)
+    assert _section_ids(text) == {"run", "sensitivities"}
+    assert len(re.findall(r"<img ", text)) == 2  # one tornado per metric
+    # |z| = 0.3 and 0.3 agree, 5.7 disagrees; the finite-difference-only row has no z
+    assert text.count("class='zone-green'") == 2 and text.count("class='zone-red'") == 1
+    assert "finite-difference" in text and "the bump the manifest states" in text
+
+
+def test_bad_sweep_or_sensitivities_tables_exit_2_and_write_nothing(tmp_path, capsys):
+    d = _sweep_dir(tmp_path / "sw", drop="diff_se")
+    assert main(["report", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.csv" in err and "diff_se" in err
+    assert not (d / "report.html").exists()
+    e = tmp_path / "sens"
+    e.mkdir()
+    (e / "manifest.json").write_text(json.dumps({"kind": "sensitivities"}))
+    assert main(["report", str(e)]) == 2
+    assert "without sensitivities.csv" in capsys.readouterr().err
+    assert list(e.iterdir()) == [e / "manifest.json"]
+
+
 def test_not_a_run_exits_2_and_writes_nothing(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -234,15 +380,21 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (apt-get install chromium); "
                                                 "the browser check needs a real browser")
 def test_report_in_headless_chromium(run_dir, cascade_dir, tmp_path):
-    """Open each report in headless Chromium: the page's own script sets the title to "ok N" once every
-    one of its N images has loaded (complete, naturalWidth > 0); no console message (errors, uncaught
-    exceptions) may be logged; a screenshot is taken."""
+    """Open each report in headless Chromium (a run with its sample paths, a cascade run, a backtest, a
+    calibration, a sweep, sensitivities): the page's own script sets the title to "ok N" once every one of
+    its N images has loaded (complete, naturalWidth > 0); no console message (errors, uncaught exceptions)
+    may be logged; a screenshot is taken."""
     exe = _chromium()
     base = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
             f"--user-data-dir={tmp_path / 'profile'}"]
-    for d in (run_dir, cascade_dir, _backtest_dir(tmp_path / "bt")):
+    cal = tmp_path / "cal"
+    _calibration_files(cal)
+    dirs = [run_dir, cascade_dir, _backtest_dir(tmp_path / "bt"), cal, _sweep_dir(tmp_path / "sw"),
+            _sensitivities_dir(tmp_path / "sens")]
+    for d in dirs:
         html_path = d / "report.html"
-        assert main(["report", str(d)]) == 0
+        # the cascade run without sample paths: one re-simulation (the run's) keeps the test short
+        assert main(["report", str(d), "--sample-paths", "0" if d == cascade_dir else "4"]) == 0
         n_img = len(re.findall(r"<img ", html_path.read_text()))
         url = html_path.resolve().as_uri()
         dom = subprocess.run([*base, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",

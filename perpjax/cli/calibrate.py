@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -12,12 +13,17 @@ def register(sub) -> None:
     cb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set calibration.iterations=50 (repeatable)")
     cb.add_argument("--resume", action="store_true", help="continue from DIR/calibration_checkpoint.npz")
+    cb.add_argument("--report", action="store_true", help="also write OUT/report.html (see `perpjax report`)")
     cb.set_defaults(func=run_command)
 
 
 def run_command(a) -> int:
+    import time
+
     from ..calibrate import check_calibratable, ladder_space, run_calibration
     from ..config import ConfigError, apply_overrides, build_model, load_config, resolve_calibration
+    from ..io import atomic_write_json, manifest
+    from .report import html_report
 
     try:
         cfg = apply_overrides(load_config(a.config), a.overrides)
@@ -27,12 +33,18 @@ def run_command(a) -> int:
     except (ConfigError, ValueError) as e:
         print(f"perpjax: config error: {e}", file=sys.stderr)
         return 2
+    t0 = time.perf_counter()
     res = run_calibration(cfg, out_dir=a.out, resume=a.resume)
-    print(res["ladder"].to_string(index=False, float_format=lambda x: f"{x:,.6g}"))
     m = res["metrics"]
+    # last: what produced the directory (the resolved config before calibration; the tuned one is calibrated.yaml)
+    atomic_write_json(Path(a.out) / "manifest.json", manifest(
+        resolved, seed=resolved["seed"], wall_seconds=time.perf_counter() - t0,
+        extra={"kind": "calibrate", "config_file": a.config, "iterations": m["iterations"]}))
+    print(res["ladder"].to_string(index=False, float_format=lambda x: f"{x:,.6g}"))
     print(metrics_table(m))
-    print(f"\nwrote {a.out}/ladder.csv, ladder_before.csv, history.csv, metrics.json, calibrated.yaml, *.png")
-    return 0
+    print(f"\nwrote {a.out}/ladder.csv, ladder_before.csv, history.csv, metrics.json, calibrated.yaml, *.png, "
+          "manifest.json")
+    return html_report(a.out, sample_paths=0) if a.report else 0
 
 
 def metrics_table(m: dict) -> str:

@@ -185,3 +185,141 @@ def reliability(rel: list) -> bytes:
            title="Reliability of liquidation forecasts")
     ax.legend(loc="upper left")
     return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------ sample paths
+
+def _asset_grid(n: int, *, width: float = 10.4, row_h: float = 2.3, most_cols: int = 3):
+    plt = _plt()
+    cols = min(n, most_cols)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 0.5 + row_h * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def sample_path(trace, assets: list, title: str) -> bytes:
+    """One re-simulated path (``engine.trace.PathTrace``): per asset the mark and the index over time,
+    each liquidation fill in the asset as a marker (▼ a long sold, ▲ a short bought back; hollow, at the
+    mark, where the unit closed several assets at once and no per-asset fill is known) and a dotted
+    vertical line at its step."""
+    fig, axes = _asset_grid(len(assets), width=11.6, most_cols=4)
+    hours = trace.seconds / 3600.0
+    ev = trace.events
+    for k, (ax, a) in enumerate(zip(axes, assets, strict=True)):
+        j = trace.asset_names.index(a)
+        ax.plot(hours, trace.index[:, j], color=GREY, lw=1.6, alpha=0.6, label="index")
+        ax.plot(hours, trace.mark[:, j], color=BLUE, lw=0.9, label="mark")
+        e = ev[ev["asset"] == a] if len(ev) else ev
+        for t in sorted(set(e["seconds"] / 3600.0)) if len(e) else []:
+            ax.axvline(t, color=RED, ls=":", lw=0.9, alpha=0.7)
+        for side, marker, color in (("long", "v", RED), ("short", "^", ORANGE)):
+            s = e[e["side"] == side] if len(e) else e
+            known = s[s["fill_price"].notna()] if len(s) else s
+            if len(known):
+                ax.plot(known["seconds"] / 3600.0, known["fill_price"], marker, color=color, ms=6, mec="black",
+                        mew=0.5, label=f"fill ({side} closed)")
+            if len(s) > len(known):  # a unit closing several assets at once: drawn at the mark
+                m = s[s["fill_price"].isna()]
+                ax.plot(m["seconds"] / 3600.0, m["mark"], marker, color=color, ms=6, mfc="none", mew=1.0,
+                        label=f"{side} closed with other assets (at mark)")
+        ax.set(title=a, xlabel="hours", ylabel="USD" if k % 4 == 0 else None)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="upper right", ncol=len(handles), fontsize=8)
+    fig.suptitle(title, fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+def ladder_steps(before: pd.DataFrame, after: pd.DataFrame, assets: list) -> bytes:
+    """MMR against position notional per asset, before and after calibration (step functions; the last
+    tier drawn to twice its floor; notional on a log axis)."""
+    fig, axes = _asset_grid(len(assets), row_h=2.5)
+    for ax, a in zip(axes, assets, strict=True):
+        for tab, label, color, ls in ((before, "before", GREY, "--"), (after, "after", BLUE, "-")):
+            t = tab[tab["asset"] == a].sort_values("floor")
+            floors = t["floor"].to_numpy(float)
+            mmr = t["mmr"].to_numpy(float) * 100
+            lo = floors[1] / 10 if len(floors) > 1 and floors[1] > 0 else 1e3
+            x = np.r_[max(floors[0], lo), floors[1:], max(floors[-1] * 2, lo * 10)]
+            ax.step(x, np.r_[mmr, mmr[-1]], where="post", color=color, ls=ls, lw=1.4, label=label)
+        ax.set_xscale("log")
+        _usd_axis(ax)
+        ax.set(title=a, xlabel="position notional (USD, log scale)", ylabel="MMR (%)")
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def calibration_history(hist: pd.DataFrame) -> bytes:
+    """The optimiser's objective and each tuned tier's MMR against iteration (``history.csv``)."""
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10.4, 3.2))
+    ax[0].plot(hist["iteration"], hist["objective"], color=BLUE)
+    ax[0].set(title="Objective (relaxed engine, calibration paths)", xlabel="iteration", ylabel="objective")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in ax:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    series = [c for c in hist.columns if c.startswith("mmr_") and hist[c].nunique() > 1] or \
+        [c for c in hist.columns if c.startswith("mmr_")]
+    colours = plt.cm.tab20(np.linspace(0, 1, max(len(series), 1)))
+    for c, colour in zip(series, colours, strict=False):
+        ax[1].plot(hist["iteration"], hist[c] * 100, color=colour, lw=1.1, label=c[4:])
+    ax[1].set(title="Maintenance rate per tuned tier", xlabel="iteration", ylabel="MMR (%)")
+    if series:
+        ax[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+
+def sweep_metric(groups: list, *, xlabel: str, ylabel: str, title: str, categorical: bool) -> bytes:
+    """A metric against a varied parameter with 95 % CI bars (± 1.96 SE); ``groups``: [(label, x, y, se)],
+    one line per combination of the other varied keys."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.1))
+    colors = [BLUE, ORANGE, GREEN, RED, "#7b2d8e", GREY]
+    cats = sorted({v for _, x, _, _ in groups for v in x}, key=str) if categorical else None
+    for i, (label, x, y, se) in enumerate(groups):
+        xs = [cats.index(v) for v in x] if categorical else np.asarray(x, float)
+        ax.errorbar(xs, y, yerr=1.96 * np.nan_to_num(np.asarray(se, float)), fmt="o-", ms=4, capsize=3, lw=1.2,
+                    color=colors[i % len(colors)], label=label or None)
+    if categorical:
+        ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if any(lab for lab, *_ in groups):
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------ sensitivities
+
+def tornado(rows: pd.DataFrame, *, title: str, xlabel: str) -> bytes:
+    """Tornado: one bar per parameter (``effect``), sorted by size, ± ``half_ci`` whiskers, and the finite
+    difference's effect (``fd_effect``) as a marker beside each bar."""
+    plt = _plt()
+    r = rows.reindex(rows["effect"].abs().sort_values().index)
+    y = np.arange(len(r))
+    fig, ax = plt.subplots(figsize=(5.6, 0.9 + 0.36 * len(r)))
+    eff = r["effect"].to_numpy(float)
+    ax.barh(y, np.nan_to_num(eff), color=np.where(eff >= 0, BLUE, ORANGE), alpha=0.85, height=0.55,
+            xerr=np.nan_to_num(r["half_ci"].to_numpy(float)), capsize=3, label="pathwise gradient × bump (95 % CI)")
+    fd = r["fd_effect"].to_numpy(float)
+    ok = np.isfinite(fd)
+    if ok.any():
+        ax.plot(fd[ok], y[ok] + 0.36, "D", color=RED, ms=4.5, label="finite difference × bump")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, r["label"].tolist())
+    ax.set_ylim(-0.7, len(r) - 0.1)
+    ax.set(title=title, xlabel=xlabel)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 / (0.9 + 0.36 * len(r)) - 0.18), ncol=2, fontsize=7)
+    return _png(fig)

@@ -1,10 +1,12 @@
-"""Read a finished output directory back as DataFrames: a simulate run, a ``--compare-modes`` run or a
-backtest.
+"""Read a finished output directory back as DataFrames: a simulate run, a ``--compare-modes`` run, a
+backtest, a calibration, a sweep or a sensitivities run.
 
 Every file is optional except ``summary.json`` and ``manifest.json`` (a ``--compare-modes`` directory
-has ``compare.csv`` and one run directory per mode instead). Per-path values are read from the Parquet
-files under ``RUN/paths/`` when they are there (pandas with pyarrow); a run without them has
-``paths = None``.
+has ``compare.csv`` and one run directory per mode instead; a calibration ``metrics.json``,
+``ladder.csv`` and ``ladder_before.csv``; a directory whose manifest says ``"kind": "sweep"`` or
+``"sensitivities"`` its ``sweep.csv`` / ``sensitivities.csv``, whose columns are checked). Per-path
+values are read from the Parquet files under ``RUN/paths/`` when they are there (pandas with
+pyarrow); a run without them has ``paths = None``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class Run:
     """One output directory, read back.
 
     ``kind`` is ``"run"`` (``perpjax simulate``), ``"compare"`` (``--compare-modes``: ``compare`` is
-    compare.csv, ``modes`` maps each mode to its own :class:`Run`) or ``"backtest"`` (``perpjax
-    backtest``: ``backtest`` holds its tables by file stem). ``summary`` is the summary.json dict;
-    ``summary_frame`` the same as a one-column DataFrame. Tables that are absent are None."""
+    compare.csv, ``modes`` maps each mode to its own :class:`Run`), ``"backtest"`` (``perpjax
+    backtest``: ``backtest`` holds its tables by file stem), ``"calibrate"`` (``tables``: ladder,
+    ladder_before, history; ``summary`` is metrics.json), ``"sweep"`` or ``"sensitivities"``
+    (``tables``: sweep / sensitivities). ``summary`` is the summary.json dict (empty where there is
+    none); ``summary_frame`` the same as a one-column DataFrame. Tables that are absent are None."""
 
     dir: Path
     kind: str
@@ -42,6 +46,7 @@ class Run:
     compare: pd.DataFrame | None = None
     modes: dict = field(default_factory=dict)
     backtest: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
     @property
@@ -78,6 +83,8 @@ class Run:
             parts.append(f"modes={list(self.modes)}")
         if self.backtest:
             parts.append(f"backtest={sorted(self.backtest)}")
+        if self.tables:
+            parts.append(f"tables={sorted(self.tables)}")
         return f"Run({', '.join(parts)})"
 
 
@@ -125,13 +132,59 @@ def _read_paths(d: Path, manifest: dict, notes: list) -> pd.DataFrame | None:
     return df
 
 
+# The tables a sweep / sensitivities directory must hold, and their columns (a sweep adds one column per
+# varied dotted config key between ``set`` and ``metric``).
+TIDY = {"sweep": ("sweep.csv", ["set", "metric", "value", "se", "diff_vs_base", "diff_se"]),
+        "sensitivities": ("sensitivities.csv", ["parameter", "metric", "unit", "gradient", "gradient_se", "fd",
+                                                "fd_se", "z", "agree", "method"])}
+CALIBRATION_FILES = ("metrics.json", "ladder.csv", "ladder_before.csv")
+
+
+def _read_tidy(d: Path, kind: str) -> pd.DataFrame:
+    name, cols = TIDY[kind]
+    path = d / name
+    if not path.is_file():
+        raise NotARunError(f"{d}: a {kind} directory (manifest kind {kind!r}) without {name}")
+    try:
+        t = pd.read_csv(path)
+    except (ValueError, OSError) as e:
+        raise NotARunError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in cols if c not in t.columns]
+    if missing:
+        raise NotARunError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(cols)})")
+    if not len(t):
+        raise NotARunError(f"{path}: no rows")
+    return t
+
+
+def _load_kind(d: Path, kind: str, manifest: dict, notes: list) -> Run:
+    """A calibration, sweep or sensitivities directory."""
+    summary = _read_json(d / "summary.json") if (d / "summary.json").is_file() else {}
+    if kind == "calibrate":
+        missing = [f for f in CALIBRATION_FILES if not (d / f).is_file()]
+        if missing:
+            raise NotARunError(f"{d}: a calibration directory without {', '.join(missing)}")
+        summary = _read_json(d / "metrics.json")
+        tables = {}
+        for stem in ("ladder", "ladder_before", "history"):
+            t = _read_csv(d / f"{stem}.csv", notes)
+            if t is not None:
+                tables[stem] = t
+        if "ladder" not in tables or "ladder_before" not in tables:
+            raise NotARunError(f"{d}: a calibration directory whose ladder.csv / ladder_before.csv is unreadable")
+    else:
+        tables = {kind: _read_tidy(d, kind)}
+    return Run(dir=d, kind=kind, summary=summary, manifest=manifest, tables=tables, warnings=notes)
+
+
 def is_run_dir(d) -> bool:
     d = Path(d)
     return (d / "summary.json").is_file() and (d / "manifest.json").is_file()
 
 
 def load(run_dir, *, paths: bool = True) -> Run:
-    """Read ``run_dir`` (a simulate, ``--compare-modes`` or backtest output directory).
+    """Read ``run_dir`` (a simulate, ``--compare-modes``, backtest, calibrate, sweep or sensitivities
+    output directory).
 
     Raises :class:`NotARunError` (a ``ValueError``) naming the directory when it is none of these.
     ``paths=False`` skips the per-path Parquet files."""
@@ -139,6 +192,10 @@ def load(run_dir, *, paths: bool = True) -> Run:
     if not d.is_dir():
         raise NotARunError(f"{d}: not a directory")
     notes: list = []
+    manifest = _read_json(d / "manifest.json") if (d / "manifest.json").is_file() else {}
+    kind = manifest.get("kind")
+    if kind in TIDY or kind == "calibrate" or all((d / f).is_file() for f in CALIBRATION_FILES):
+        return _load_kind(d, kind if kind in TIDY else "calibrate", manifest, notes)
     if not is_run_dir(d):
         modes = {}
         if (d / "compare.csv").is_file():

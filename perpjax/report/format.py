@@ -1,0 +1,121 @@
+"""The report's HTML building blocks: units from column names, number formats, tables, inline images.
+
+Every number carries its unit; ``a ± b`` is a value and one Monte Carlo standard error."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+
+# units of per-unit / per-tier columns, by name (exact first, then pattern)
+_COLUMN_UNITS = {
+    "units": "count", "initial_equity": "USD", "mean_hours_to_liquidation": "hours", "tier": "", "unit": "",
+    "account": "", "mode": "", "mark_lag_artefact_share": "share of liquidations",
+}
+
+
+def column_unit(name: str) -> str:
+    """The unit of an accounts.csv / tiers.csv column or a summary / compare.csv metric, from its name."""
+    base = name.replace("_mean_per_unit", "").replace("_sum_over_units", "")
+    if name in _COLUMN_UNITS:
+        return _COLUMN_UNITS[name]
+    if base in _COLUMN_UNITS:
+        return _COLUMN_UNITS[base]
+    if base.startswith("p_"):
+        return "probability"
+    if (base.endswith(("_events", "_liquidations", "_events_mean")) or base.startswith("n_") or "rounds" in base
+            or "episodes" in base):
+        return "count"
+    if base.endswith("_share"):
+        return "share"
+    if "amplification" in base:
+        return "ratio"
+    if "hours" in base:
+        return "hours"
+    if any(w in base for w in ("loss", "debt", "fee", "funding", "slippage", "notional", "cost", "charge", "equity",
+                               "pnl", "usd", "adl", "drawdown", "cascade_size")):
+        return "USD"
+    return ""
+
+
+
+def num(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def scaled(x, k: float) -> float | None:
+    """``x * k`` for a finite number ``x``, else None (formatted as n/a)."""
+    v = num(x)
+    return None if v is None else v * k
+
+
+def fmt(x, unit: str = "", digits: int | None = None) -> str:
+    """A number for a table: USD with thousands separators, probabilities with 4 decimals."""
+    v = num(x)
+    if v is None:
+        return "n/a"
+    if v == 0:
+        v = 0.0  # no "-0"
+    if digits is not None:
+        return f"{v:,.{digits}f}"
+    if unit == "USD":
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.2f}"
+    if unit in ("probability", "share", "share of liquidations"):
+        return f"{v:.4f}"
+    if unit == "count":
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3f}"
+    if unit == "hours":
+        return f"{v:,.2f}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def fmt_pm(v, se, unit: str = "") -> str:
+    """``value ± SE`` (the SE in the value's format), or the value alone when there is no SE."""
+    s = fmt(v, unit)
+    e = num(se)
+    if e is None or num(v) is None:
+        return s
+    return f"{s} <span class='pm'>± {fmt(e, unit)}</span>"
+
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def img(png: bytes, alt: str, width_px: int | None = None) -> str:
+    b64 = base64.b64encode(png).decode()
+    style = f" style='max-width:min(100%, {width_px}px)'" if width_px else ""
+    return f"<figure><img alt='{esc(alt)}' src='data:image/png;base64,{b64}'{style}></figure>"
+
+
+def table(header: list, rows: list, *, cls: str = "", caption: str = "", left: int = 1) -> str:
+    """rows of already-formatted HTML cells; the first ``left`` columns left-aligned (text), the rest numeric."""
+    cap = f"<caption>{caption}</caption>" if caption else ""
+
+    def a(i):
+        return " class='l'" if i < left else ""
+
+    head = "".join(f"<th{a(i)}>{h}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{a(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table class='{cls}'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def kv(rows: list, cls: str = "kv") -> str:
+    """(label, value, unit) rows as a two/three-column table."""
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td><td class='unit'>{esc(u)}</td></tr>" for k, v, u in rows)
+    return f"<table class='{cls}'><tbody>{body}</tbody></table>"
+
+
+
+def card(label: str, value, se, unit: str, warn: bool = False, shown_unit: str | None = None) -> str:
+    pm = f" <span class='pm'>± {fmt(se, unit)}</span>" if num(se) is not None else ""
+    return (f"<div class='card{' warn' if warn else ''}'><div class='k'>{esc(label)}</div>"
+            f"<div class='v'>{fmt(value, unit)}{pm}</div><div class='u'>{esc(shown_unit or unit)}</div></div>")
+
