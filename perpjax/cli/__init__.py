@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import backtest, calibrate, filter, fit, report, simulate, venue
+from . import backtest, calibrate, filter, fit, report, simulate, sweep, venue
 
-COMMANDS = (simulate, fit, filter, calibrate, venue, backtest, report)
+COMMANDS = (simulate, fit, filter, calibrate, venue, backtest, report, sweep)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,125 @@
+"""The sweep's tidy table: one row per (set, metric) with the Monte Carlo standard error, the difference to
+set 0 and that difference's standard error on common random numbers.
+
+Metrics are the venue summary metrics (``metrics.summarize``) that have a standard error: the value is
+summarize's, the SE summarize's own where it gives one (``*_se``: binomial for probabilities, sd/sqrt(n) for
+means, order statistics for VaR, Rockafellar-Uryasev for ES), else sd(per-path value)/sqrt(n).
+
+Difference SEs (every set ran the same paths, so path i of set s and of set 0 share their random numbers):
+
+- a mean of per-path values (probabilities included): the SE of the mean of the per-path difference,
+  sd(x_s - x_0)/sqrt(n); positively correlated paths make it smaller than sqrt(se_s^2 + se_0^2).
+- ES at level a: the same on the Rockafellar-Uryasev per-path values Y = VaR + (x - VaR)^+ / (1 - a) of each
+  set (their mean is the ES; VaR's own estimation error does not enter to first order).
+- VaR at level a (a quantile): batch means. The paths are cut in ``BATCHES`` = 20 batches by path index (the
+  same batches in every set); the SE is sd over batches of (batch VaR_s - batch VaR_0) / sqrt(20). NaN when a
+  batch has fewer than one path beyond the quantile on average (n (1 - a) / 20 < 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import LEVELS
+
+BATCHES = 20
+
+
+def level_key(a: float) -> str:
+    """0.99 -> '99', 0.999 -> '99_9': the level in summarize's metric names."""
+    return f"{a * 100:g}".replace(".", "_")
+
+
+def _drawdown(o):
+    return -np.minimum(o.path_fund_min, 0.0)
+
+
+def _metrics() -> dict:
+    """metric -> (kind, per-path value): kind "mean", ("var", a) or ("es", a)."""
+    m = {
+        "p_any_liquidation": ("mean", lambda o: (o.path_n_liquidations > 0).astype(np.float64)),
+        "expected_liquidations": ("mean", lambda o: o.path_n_liquidations),
+        "liquidation_events_mean": ("mean", lambda o: o.path_liq_events),
+        "liquidated_notional_mean": ("mean", lambda o: o.path_liq_notional),
+        "bad_debt_mean": ("mean", lambda o: o.path_bad_debt),
+        "p_bad_debt": ("mean", lambda o: (o.path_bad_debt > 0).astype(np.float64)),
+        "trader_loss_mean": ("mean", lambda o: o.path_trader_loss),
+        "p_insurance_fund_depleted": ("mean", lambda o: ((o.path_adl + o.path_uncovered) > 0).astype(np.float64)),
+        "p_adl": ("mean", lambda o: (o.path_adl > 0).astype(np.float64)),
+        "adl_mean": ("mean", lambda o: o.path_adl),
+        "uncovered_bad_debt_mean": ("mean", lambda o: o.path_uncovered),
+    }
+    for name, value in (("bad_debt", lambda o: o.path_bad_debt), ("trader_loss", lambda o: o.path_trader_loss),
+                        ("insurance_fund_drawdown", _drawdown)):
+        for a in LEVELS:
+            m[f"{name}_var_{level_key(a)}"] = (("var", a), value)
+            m[f"{name}_es_{level_key(a)}"] = (("es", a), value)
+    return m
+
+
+METRICS = _metrics()
+"""Every metric of the table, in table order."""
+
+
+def _sd_mean(v) -> float:
+    v = np.asarray(v, np.float64)
+    return float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+
+
+def _ru(x, a: float):
+    """Rockafellar-Uryasev per-path values of ES at level a (their mean is ``metrics.var_es``'s ES)."""
+    x = np.asarray(x, np.float64)
+    var = float(np.quantile(x, a, method="inverted_cdf"))
+    return var + np.maximum(x - var, 0.0) / (1 - a)
+
+
+def _batch_var(x, a: float):
+    return np.array([np.quantile(b, a, method="inverted_cdf")
+                     for b in np.array_split(np.asarray(x, np.float64), BATCHES)])
+
+
+def diff_se(kind, x, x0) -> float:
+    """SE of (metric of set s) - (metric of set 0) from their per-path values ``x``, ``x0`` (same paths)."""
+    if kind == "mean":
+        return _sd_mean(np.asarray(x, np.float64) - np.asarray(x0, np.float64))
+    what, a = kind
+    if what == "es":
+        return _sd_mean(_ru(x, a) - _ru(x0, a))
+    if len(x) * (1 - a) / BATCHES < 1:
+        return float("nan")
+    return _sd_mean(_batch_var(x, a) - _batch_var(x0, a))
+
+
+def sweep_table(sets, summaries: list[dict], outcomes: list) -> pd.DataFrame:
+    """The long table: columns ``set``, one per varied key, ``metric``, ``value``, ``se``, ``diff_vs_base``,
+    ``diff_se`` (see the module docstring)."""
+    keys = list(sets[0].texts)
+    rows = []
+    base_vals = {name: value(outcomes[0]) for name, (_, value) in METRICS.items()}
+    for s, summ, out in zip(sets, summaries, outcomes, strict=True):
+        vals = s.values
+        for name, (kind, value) in METRICS.items():
+            x = value(out)
+            se = summ.get(f"{name}_se")
+            if se is None:
+                se = _sd_mean(x)
+            v = float(summ[name]) + 0.0  # never -0.0
+            rows.append({"set": s.index, **{k: vals[k] for k in keys}, "metric": name, "value": v, "se": float(se),
+                         "diff_vs_base": v - float(summaries[0][name]), "diff_se": diff_se(kind, x, base_vals[name])})
+    df = pd.DataFrame(rows, columns=["set", *keys, "metric", "value", "se", "diff_vs_base", "diff_se"])
+    for k in keys:
+        df[k] = _column(df[k])
+    return df
+
+
+def _column(col: pd.Series) -> pd.Series:
+    """A varied key's column: numbers as float, booleans as bool, anything else (strings, lists) as text."""
+    vals = list(col)
+    if all(isinstance(v, bool) for v in vals):
+        return col.astype(bool)
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return col.astype(np.float64)
+    return pd.Series([v if isinstance(v, str) else str(v) for v in vals], index=col.index, dtype=object)
