@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import backtest, calibrate, filter, fit, report, simulate, sweep, venue
+from . import backtest, calibrate, filter, fit, report, sensitivities, simulate, sweep, venue
 
-COMMANDS = (simulate, fit, filter, calibrate, venue, backtest, report, sweep)
+COMMANDS = (simulate, fit, filter, calibrate, venue, backtest, report, sweep, sensitivities)
 
 
 def parser() -> argparse.ArgumentParser:
