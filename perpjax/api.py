@@ -61,7 +61,7 @@ def resolve(config=None, *, overrides=(), paths=None, seed=None) -> dict:
 
 
 def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=None, resume: bool = False,
-        warn=None, manifest_extra=None, check_book: bool = True) -> Result:
+        warn=None, manifest_extra=None, check_book: bool = True) -> Result | None:
     """Run a simulation from a config file path, a dict, or the packaged default (None).
 
     Every margin unit must start at or above maintenance (``solvency.check_solvency``; a
@@ -74,6 +74,11 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
     the same numbers as in memory), and the results are written there at the end. ``resume``
     continues the stored chunks of the same run (config, seed, paths, chunk size checked).
     Without ``out`` everything stays in memory (``Result.paths`` is the per-path table).
+
+    On several processes (``perpjax.distributed.initialize`` joined first) ``out`` is required and
+    must be one directory every process sees: each process simulates its share of the chunks into
+    it, process 0 alone locks it and writes the results and returns the ``Result`` (the same as one
+    process, bit for bit); the other processes return None.
     """
     cfg = resolve(config, overrides=overrides, paths=paths, seed=seed)
     model, labels, resolved = build_model(cfg)
@@ -91,11 +96,26 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
 
     if check_book:
         check_solvency(model, labels, resolved, warn=warn)
+    from .distributed import current
+
+    cluster = current()
     if out is None:
+        if cluster.num_processes > 1:
+            from .config import ConfigError
+
+            raise ConfigError("out: a run on several processes needs an output directory every process sees")
         return _run(model, labels, resolved, progress, None, False, manifest_extra)
     from .engine.driver import stored_bytes_per_path
     from .store import ChunkStore, OutDir, check_disk_space
 
+    if not cluster.leader:  # process 0 locks, clears and writes; this one adds its chunks to the store
+        store = ChunkStore(Path(out) / "paths", config_sha=config_fingerprint(resolved), seed=resolved["seed"],
+                           paths=resolved["paths"], asset_names=resolved["asset_names"])
+        simulate(model, seed=resolved["seed"], n_paths=resolved["paths"], chunk_size=resolved["chunk_size"],
+                 progress=progress, store=store, resume=resume, devices=resolved["devices"], cluster=cluster)
+        return None
+    if cluster.num_processes > 1:
+        manifest_extra = {**(manifest_extra or {}), "processes": cluster.num_processes}
     with OutDir(out) as d:
         check_disk_space(d.path, resolved["paths"], stored_bytes_per_path(model))
         if not resume:

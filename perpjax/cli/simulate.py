@@ -20,6 +20,14 @@ def register(sub) -> None:
     s.add_argument("--devices", type=int, help="local devices to split the paths over (default: all; config key "
                                                 "devices)")
     s.add_argument("--out", default="perpjax-out", help="output directory (default: perpjax-out)")
+    d = s.add_argument_group("several processes / hosts (jax.distributed; --out must be a shared directory)")
+    d.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="process 0's address and a free port, or 'auto' under Slurm / Open MPI "
+                        "(env PERPJAX_COORDINATOR)")
+    d.add_argument("--num-processes", metavar="N", help="number of processes (env PERPJAX_NUM_PROCESSES)")
+    d.add_argument("--process-id", metavar="I", help="this process, 0..N-1 (env PERPJAX_PROCESS_ID)")
+    d.add_argument("--init-timeout", metavar="S",
+                   help="seconds to wait for the other processes at start-up (default 120; env PERPJAX_INIT_TIMEOUT)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set mark.window_seconds=300 (repeatable)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,10 +90,14 @@ def _warn(msg):
 
 def run_command(args) -> int:
     from ..config import ConfigError
+    from ..distributed import initialize
 
     cfg = {}
     try:
         cfg = _load(args)
+        cluster = initialize(args.coordinator, args.num_processes, args.process_id, args.init_timeout)
+        if args.compare_modes and cluster.num_processes > 1:
+            raise ConfigError("--compare-modes: not supported on several processes (run each mode on its own)")
         _check(cfg, _warn)  # validate everything before any compute
     except ConfigError as e:
         print(f"perpjax: config error: {_name_account(str(e), cfg)}", file=sys.stderr)
@@ -118,6 +130,10 @@ def run_command(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if res is None:
+        print(f"process {cluster.process_id} of {cluster.num_processes}: its chunks are in {args.out}/paths; "
+              "process 0 writes the results")
+        return 0
     print(summary_table(res.summary, res.accounts))
     print(f"\nwrote {args.out}/summary.json, accounts.csv, tiers.csv, manifest.json and paths/ "
           "(per-path values, one Parquet file per chunk)")

@@ -63,7 +63,8 @@ def auto_chunk_size(model: RiskModel, n_paths: int) -> int:
 
 
 def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str = "auto", unroll: int = 1,
-             keep_unit_paths: bool = False, progress=None, store=None, resume: bool = False, devices=None):
+             keep_unit_paths: bool = False, progress=None, store=None, resume: bool = False, devices=None,
+             cluster=None):
     """Simulate ``n_paths`` paths in chunks and reduce them.
 
     The last chunk is padded to ``chunk_size`` (one compile for the whole run)
@@ -79,6 +80,12 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
 
     ``devices``: how many local devices share each chunk's paths (None or "all": every device of the
     process); the chunk is rounded up to a multiple of it. Same results on any number of devices.
+
+    ``cluster``: the processes sharing the run (``perpjax.distributed.Cluster``; default: the one this
+    process joined, else a single process). With several, a ``store`` in a directory every process
+    sees is required: each process simulates its share of the chunks into it (``Cluster.owns``),
+    process 0 starts the store and, after all are done, returns the whole run's result (the same
+    as one process, bit for bit); the other processes return None.
     """
     check_path_count(n_paths)
     if chunk_size == "auto":
@@ -89,10 +96,16 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     chunk = -(-min(chunk_size, n_paths) // n_dev) * n_dev  # a multiple of the device count
     key = R.seed_key(seed)
     n_assets = model.prices.n_assets
+    if cluster is None:
+        from ..distributed import current
+
+        cluster = current()
+    if store is None and cluster.num_processes > 1:
+        raise ValueError("store: a run on several processes needs a chunk store in a directory they all see")
     if store is not None:
         if keep_unit_paths:
             raise ValueError("store: not supported with keep_unit_paths")
-        return _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev)
+        return _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev, cluster)
     acc, per_path = new_accumulators(model.n_units, n_assets)
     kept = []
     for start in range(0, n_paths, chunk):
@@ -110,21 +123,32 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)
 
 
-def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev):
-    from ..store import StoredOutcome
+def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev, cluster):
+    from ..config import ConfigError
+    from ..distributed import RUN_TIMEOUT
+    from ..store import RUN_FILE, StoredOutcome
 
     n_assets = model.prices.n_assets
-    store.begin(chunk, resume=resume)
+    if cluster.leader:  # process 0 alone starts (or checks, to resume) the store
+        store.begin(chunk, resume=resume)
+    cluster.barrier("store-begun")
+    if not cluster.leader:
+        if not (store.folder / RUN_FILE).exists():
+            raise ConfigError(f"--out: {store.folder} has no {RUN_FILE} after process 0 started the run: the out "
+                              "dir must be one directory every process sees (a shared filesystem)")
+        store.begin(chunk, resume=True)  # join process 0's store: the same run's identity, checked
     done = store.completed() if resume else set()
     starts = range(0, n_paths, chunk)
+    mine = [s for j, s in enumerate(starts) if cluster.owns(j)]
+    total = sum(min(chunk, n_paths - s) for s in mine)
     finished = 0
-    for start in starts:
+    for start in mine:
         if start in done:
             store.verify(start, min(chunk, n_paths - start))
             finished += min(chunk, n_paths - start)
     if progress is not None and finished:
-        progress(finished, n_paths)
-    for start in starts:
+        progress(finished, total)
+    for start in mine:
         if start in done:
             continue
         n = min(chunk, n_paths - start)
@@ -135,7 +159,14 @@ def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume
         del out, per_path
         finished += n
         if progress is not None:
-            progress(finished, n_paths)
+            progress(finished, total)
+    cluster.barrier("chunks-done", RUN_TIMEOUT)
+    if not cluster.leader:
+        return None
+    missing = sorted(set(starts) - store.completed())
+    if missing:
+        raise ConfigError(f"--out: chunks starting at paths {missing[:5]} are missing from {store.folder} after "
+                          "every process finished: the out dir must be one directory every process sees")
     acc, _ = new_accumulators(model.n_units, n_assets)
     for start in starts:  # in chunk order: the same float sums as in memory
         for k, v in store.sums(start).items():
