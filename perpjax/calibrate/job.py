@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..engine import RiskModel
 from ..margin import Ladder
+from .objective import initial_maintenance
 from .optimise import calibrate
 from .space import LadderSpace, check_ladder
 
@@ -79,7 +80,11 @@ def run_calibration(config, *, overrides=(), out_dir, log=print, resume=False) -
     keys = ["p_any_liquidation", "expected_liquidations", "bad_debt_mean", "bad_debt_es_99", "p_bad_debt",
             "insurance_fund_drawdown_es_99", "p_insurance_fund_depleted", "liquidated_notional_mean",
             "slippage_mean", "fees_mean", "trader_loss_mean"]
-    comparison = {"before": {k: before.summary.get(k) for k in keys}, "after": {k: after.summary.get(k) for k in keys},
+    # what the ladder asks of traders: the maintenance margin their positions require at t = 0 (USD)
+    mm0 = {"maintenance_margin_t0": float(initial_maintenance(model, model.ladder)[0])}
+    mm1 = {"maintenance_margin_t0": float(initial_maintenance(tuned_model, tuned_model.ladder)[0])}
+    comparison = {"before": {**mm0, **{k: before.summary.get(k) for k in keys}},
+                  "after": {**mm1, **{k: after.summary.get(k) for k in keys}},
                   "eval_paths": cal["eval_paths"], "eval_seed": eval_over["seed"], "iterations": len(history),
                   "wall_seconds": wall, "constraint": fund_loss_constraint(cal["objective"], before, after)}
     atomic_write_json(out / "metrics.json", comparison)

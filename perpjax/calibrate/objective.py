@@ -39,12 +39,16 @@ class Terms(NamedTuple):
     excess_cost: jax.Array  # expected liquidation cost beyond the minimum close's / book notional
 
 
-def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dict) -> Terms:
+def initial_maintenance(model: RiskModel, ladder: Ladder):
+    """(maintenance margin the book's positions require at t = 0 under ``ladder``, book notional), USD."""
     P = positions(model)
-    mark0 = model.prices.s0[P.asset]
-    n0 = jnp.abs(P.size) * mark0
-    book = jnp.maximum(jnp.sum(n0), 1.0)
-    mm0 = jnp.sum(ladder.maintenance_and_rate(n0, P.asset)[0])
+    n0 = jnp.abs(P.size) * model.prices.s0[P.asset]
+    return jnp.sum(ladder.maintenance_and_rate(n0, P.asset)[0]), jnp.sum(n0)
+
+
+def objective_terms(model: RiskModel, ladder: Ladder, out: SoftOutcome, obj: dict) -> Terms:
+    mm0, notional = initial_maintenance(model, ladder)
+    book = jnp.maximum(notional, 1.0)
     loss = jnp.sum(out.bad_debt - out.fee, axis=-1)  # the fund's loss on each path
     exceed = jnp.zeros(())
     if obj.get("exceed_budget") is not None:
