@@ -128,12 +128,16 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
 
 
 def _run(model, labels, resolved, progress, store, resume, manifest_extra) -> Result:
+    from .runtime import CompileClock
+
     t0 = time.perf_counter()
-    out = simulate(model, seed=resolved["seed"], n_paths=resolved["paths"], chunk_size=resolved["chunk_size"],
-                   progress=progress, store=store, resume=resume, devices=resolved["devices"])
+    with CompileClock() as clock:
+        out = simulate(model, seed=resolved["seed"], n_paths=resolved["paths"], chunk_size=resolved["chunk_size"],
+                       progress=progress, store=store, resume=resume, devices=resolved["devices"])
     wall = time.perf_counter() - t0
     summary, accounts, per_path = summarize(out, model, labels, resolved, paths_table=store is None)
     summary["path_steps_per_second"] = out.n_paths * out.n_steps / wall
-    extra = {"stored_paths": "paths/chunk-*.parquet" if store is not None else None, **(manifest_extra or {})}
+    extra = {"stored_paths": "paths/chunk-*.parquet" if store is not None else None, **clock.record(),
+             **(manifest_extra or {})}
     return Result(summary, accounts, per_path, manifest(resolved, seed=resolved["seed"], wall_seconds=wall,
                                                         extra=extra), out)

@@ -53,3 +53,42 @@ def enable_compilation_cache() -> Path | None:
     # cache every kernel that took a while to compile (JAX's default threshold is 1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return d
+
+
+class CompileClock:
+    """Counts what a block of work spent compiling, from JAX's own monitoring events:
+    ``with CompileClock() as c: ...`` then ``c.record()`` -> {compile_seconds (backend compiles),
+    compiles, compile_cache_hits} for the manifest. Listeners are process-wide: the clock counts
+    every compile in the process while it is open."""
+
+    COMPILE = "/jax/core/compile/backend_compile_duration"
+    HIT = "/jax/compilation_cache/cache_hits"
+
+    def __init__(self):
+        self.seconds, self.compiles, self.hits = 0.0, 0, 0
+
+    def _duration(self, event, duration, **_):
+        if event == self.COMPILE:
+            self.seconds += float(duration)
+            self.compiles += 1
+
+    def _event(self, event, **_):
+        if event == self.HIT:
+            self.hits += 1
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+        jax.monitoring.register_event_listener(self._event)
+        return self
+
+    def __exit__(self, *exc):
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self._duration)
+        jax.monitoring.unregister_event_listener(self._event)
+
+    def record(self) -> dict:
+        return {"compile_seconds": round(self.seconds, 3), "compiles": self.compiles,
+                "compile_cache_hits": self.hits}

@@ -32,3 +32,16 @@ def test_second_process_hits_the_cache_and_off_disables_it(tmp_path):
     assert second > first  # the simulation kernel (and helpers) loaded instead of compiled
     hits, d = _run({"PERPJAX_COMPILATION_CACHE": "off"})
     assert hits == 0 and d == "None"
+
+
+def test_the_manifest_reports_compile_time_and_cache_hits(tmp_path):
+    import perpjax
+
+    over = ["time.horizon_seconds=780", "book.accounts=[{id: a, collateral: 1e5, positions: [{asset: BTC, size: 1, "
+            "entry: 95000}]}]"]
+    first = perpjax.run(None, paths=64, seed=5, overrides=over).manifest
+    again = perpjax.run(None, paths=64, seed=6, overrides=over).manifest  # same structure: no new compile
+    # compiled here or loaded from the persistent cache (a warm cache from an earlier session)
+    assert first["compiles"] + first["compile_cache_hits"] >= 1, first
+    assert again["compiles"] == 0 and again["compile_seconds"] == 0.0, again
+    assert {"compile_seconds", "compiles", "compile_cache_hits"} <= set(again)
