@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,36 +43,73 @@ def integer_nu(nu: float) -> bool:
     return float(nu).is_integer() and nu <= 32
 
 
-def innovation_spec(kind: str, nu: float, n_assets: int, streams: dict) -> tuple:
+class StudentLaw(eqx.Module):
+    """The mixing variable ``W ~ chi2(nu)`` of Student-t innovations: what shapes the computation is static,
+    the values are traced, so a new ``nu`` of the same structure (a refit, a sweep) does not recompile.
+
+    Structure (static): integer ``nu <= 32`` draws ``k = nu // 2`` uniforms (plus one normal if ``nu`` is
+    odd, ``odd``); any other ``nu`` draws ``GAMMA_TRIES`` Marsaglia-Tsang candidates (``k = -1``): all
+    non-integer values share one compiled program. Values (traced, ``()`` arrays of the model's dtype):
+    ``nu``, and the constants the draw uses, rounded once from float64 on the host (so a run is the same
+    bit for bit as with ``nu`` a compile-time constant): ``nu - 2`` and Marsaglia-Tsang's
+    ``d = nu / 2 - 1/3``, ``c = 1 / sqrt(9 d)``."""
+
+    nu: jax.Array
+    nu_minus_2: jax.Array
+    gamma_d: jax.Array
+    gamma_c: jax.Array
+    k: int = eqx.field(static=True, default=-1)
+    odd: bool = eqx.field(static=True, default=False)
+
+    @classmethod
+    def build(cls, nu: float, dtype=jnp.float32) -> StudentLaw:
+        """The law of ``nu`` > 2 (raises ``ValueError`` naming ``nu`` and the bound)."""
+        nu = float(nu)
+        if not (nu > 2 and math.isfinite(nu)):
+            raise ValueError(f"nu: Student-t degrees of freedom must be > 2 for a finite variance (got {nu})")
+        k, odd = divmod(int(nu), 2) if integer_nu(nu) else (-1, 0)
+        d = nu / 2.0 - 1.0 / 3.0
+        return cls(*(jnp.asarray(v, dtype) for v in (nu, nu - 2.0, d, 1.0 / math.sqrt(9.0 * d))), k=k,
+                   odd=bool(odd))
+
+    def at(self, nu) -> StudentLaw:
+        """The law at another value ``nu`` (a traced array is fine: a sweep under ``vmap``/``jit``), the
+        structure kept, the constants computed in the graph (within an ulp of ``build``'s). Replace the
+        whole law, never ``nu`` alone: the constants derive from it. A non-integer structure needs
+        ``nu > 2``; an integer one needs the same integer (not checked on traced values)."""
+        nu = jnp.asarray(nu, self.nu.dtype)
+        d = nu / 2.0 - 1.0 / 3.0
+        return StudentLaw(nu, nu - 2.0, d, jax.lax.rsqrt(9.0 * d), k=self.k, odd=self.odd)
+
+
+def innovation_spec(kind: str, law: StudentLaw | None, n_assets: int, streams: dict) -> tuple:
     """The streams one innovation draw uses: ((stream, n, kind), ...) for ``random.draw``."""
     if kind == "historical":
         return ((streams["resample"], 1, "uniform"),)
     spec = [(streams["normal"], n_assets, "normal")]
     if kind == "student_t":
-        if integer_nu(nu):
-            k, odd = divmod(int(nu), 2)
-            spec += [(streams["student"], k, "uniform")] if k else []
-            spec += [(streams["accept"], 1, "normal")] if odd else []
+        if law.k >= 0:
+            spec += [(streams["student"], law.k, "uniform")] if law.k else []
+            spec += [(streams["accept"], 1, "normal")] if law.odd else []
         else:
             spec += [(streams["student"], GAMMA_TRIES, "normal"), (streams["accept"], GAMMA_TRIES, "uniform")]
     return tuple(spec)
 
 
-def student_mixing(d: dict, nu: float, streams: dict, dtype):
+def student_mixing(d: dict, law: StudentLaw, streams: dict, dtype):
     """``W / (nu - 2)`` with ``W ~ chi2(nu)`` from the draw's streams; ``eps = z / sqrt(that)``.
 
     Integer nu <= 32, exact and rejection-free: chi2(2k) = -2 log(U_1...U_k) (a Gamma(k, 2)), plus
-    one squared normal when nu is odd; otherwise W = 2 Gamma(nu/2) by Marsaglia-Tsang."""
-    if integer_nu(nu):
-        k, odd = divmod(int(nu), 2)
+    one squared normal when nu is odd; otherwise W = 2 Gamma(nu/2) by Marsaglia-Tsang (``gamma_dc``)."""
+    if law.k >= 0:
         w = jnp.zeros((), dtype)
-        if k:
+        if law.k:
             w = -2.0 * jnp.sum(jnp.log(d[streams["student"]]))
-        if odd:
+        if law.odd:
             w = w + d[streams["accept"]][0] ** 2
     else:
-        w = 2.0 * R.gamma_from(d[streams["student"]], d[streams["accept"]], nu / 2.0)
-    return w / (nu - 2.0)
+        w = 2.0 * R.gamma_dc(d[streams["student"]], d[streams["accept"]], law.gamma_d, law.gamma_c)
+    return w / law.nu_minus_2
 
 
 def resample(sample, u):
@@ -79,6 +117,22 @@ def resample(sample, u):
     n = sample.shape[0]
     i = jnp.clip(jnp.floor(u[0] * n).astype(jnp.int32), 0, n - 1)
     return jax.lax.dynamic_index_in_dim(sample, i, axis=0, keepdims=False)
+
+
+def block_uniform(u, offset, n: int, block: int):
+    """The uniform ``resample`` reads for position ``offset`` of a block: the moving-block bootstrap.
+
+    Moving-block bootstrap (Kuensch 1989, "The jackknife and the bootstrap for general stationary
+    observations", Ann. Statist. 17(3)): ``u`` is the block's own uniform (drawn once per block, keyed by
+    the path and the block index: chunk invariant); the block's first row is ``s = floor(u (n - B + 1))``
+    (every block lies inside the sample) and position ``j = offset mod B`` reads row ``s + j``, returned
+    as the row's midpoint ``(s + j + 1/2) / n`` so that ``resample`` picks it exactly (float32 rounding
+    moves it by < 1e-7 n, far below 1/2 for any sample that fits in memory). B consecutive residual
+    vectors keep the dependence the GARCH leaves within B bars (sign and size clustering, the leverage
+    effect); blocks are independent. ``u`` (1,), ``offset`` an integer array; returns (1,)."""
+    start = jnp.clip(jnp.floor(u * (n - block + 1)).astype(jnp.int32), 0, n - block)
+    row = start + jnp.asarray(offset, jnp.int32) % block
+    return (row.astype(u.dtype) + 0.5) / n
 
 
 def standardise(z: np.ndarray) -> np.ndarray:
@@ -147,6 +201,7 @@ def winsorised_moments(kind: str, nu: float, cap: float, sample=None) -> tuple[n
     if kind == "historical":
         w = np.minimum(np.asarray(sample, np.float64) ** 2, cap)
         return w.mean(axis=0), (w * w).mean(axis=0)
+    nu = float(np.asarray(nu, np.float64)) if kind == "student_t" else math.nan  # float or StudentLaw.nu
     k = (nu - 2.0) / nu if kind == "student_t" else 1.0
     law = stats.f(1.0, nu) if kind == "student_t" else stats.chi2(1)
     c = cap / k

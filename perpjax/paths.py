@@ -131,8 +131,10 @@ class PriceModel(eqx.Module):
         vol: annualised volatility of the diffusion (fraction), (assets,).
         drift: annualised expected return (fraction), (assets,).
         factor: correlation factor L, (assets, assets).
-        innovations: "gaussian" or "student_t".
-        nu: Student-t degrees of freedom (> 2; variance scaled to 1).
+        innovations: "gaussian", "student_t" or "historical".
+        student: Student-t only: the mixing law (``innovations.StudentLaw``): ``nu`` (> 2; variance
+            scaled to 1) is a traced value, only the draw's structure (integer nu <= 32, or not) is
+            static, so a new nu does not recompile; ``nu`` reads it.
         jump_intensity: jumps per year, (assets,); all zero disables jumps.
         jump_mean, jump_std: mean and std of the log jump size, (assets,).
         max_jumps: jumps per step kept by the truncated Poisson draw (static).
@@ -146,6 +148,9 @@ class PriceModel(eqx.Module):
             m > 1: the innovation is drawn once per bar of ``m`` steps (at the bar, keyed by the bar
             index) and the steps inside the bar follow a Brownian bridge to the bar's return
             (``bars.bar_step``), so the bar's distribution does not depend on the step.
+        block_bars: historical only, static: innovations per bootstrap block. 1: each bar (each step
+            without bars) draws an independent residual vector; B > 1: moving blocks of B consecutive
+            vectors (``innovations.block_uniform``), one uniform per block drawn at the block index.
     """
 
     s0: jax.Array
@@ -157,11 +162,12 @@ class PriceModel(eqx.Module):
     jump_std: jax.Array
     jump_cdf: jax.Array | None = None
     residuals: jax.Array | None = None
+    student: I.StudentLaw | None = None
     innovations: str = eqx.field(static=True, default="gaussian")
-    nu: float = eqx.field(static=True, default=5.0)
     jumps: bool = eqx.field(static=True, default=False)
     max_jumps: int = eqx.field(static=True, default=3)
     bar_steps: int = eqx.field(static=True, default=1)
+    block_bars: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
         if not concrete(self.s0, self.vol, self.drift, self.factor):
@@ -178,8 +184,8 @@ class PriceModel(eqx.Module):
         nonneg("jump_std", shape("jump_std", self.jump_std, (n,)))
         if self.innovations not in INNOVATIONS:
             raise ValueError(f"innovations: must be one of {INNOVATIONS}, got {self.innovations!r}")
-        if self.innovations == "student_t" and not (self.nu > 2 and math.isfinite(self.nu)):
-            raise ValueError(f"nu: Student-t degrees of freedom must be > 2 for a finite variance (got {self.nu})")
+        if (self.innovations == "student_t") != (self.student is not None):
+            raise ValueError("student: a Student-t law (StudentLaw) is needed with student_t, and only then")
         if (self.innovations == "historical") != (self.residuals is not None):
             raise ValueError("residuals: a residual sample is needed with historical innovations, and only then")
         if self.residuals is not None:
@@ -187,11 +193,17 @@ class PriceModel(eqx.Module):
             finite("residuals", self.residuals)
         if not (isinstance(self.bar_steps, int) and self.bar_steps >= 1):
             raise ValueError(f"bar_steps: must be an integer >= 1 (got {self.bar_steps!r})")
+        if not (isinstance(self.block_bars, int) and self.block_bars >= 1):
+            raise ValueError(f"block_bars: must be an integer >= 1 (got {self.block_bars!r})")
+        if self.block_bars > 1 and self.residuals is None:
+            raise ValueError("block_bars: a block bootstrap needs historical innovations (a residual sample)")
+        if self.residuals is not None and self.block_bars > np.shape(self.residuals)[0]:
+            raise ValueError(f"block_bars: {self.block_bars} exceeds the {np.shape(self.residuals)[0]} residual rows")
 
     @classmethod
     def build(cls, s0, vol, drift, correlation, *, innovations="gaussian", nu=5.0,
               jump_intensity=None, jump_mean=None, jump_std=None, dt_years=None, dtype=jnp.float32,
-              residuals=None, bar_steps=1):
+              residuals=None, bar_steps=1, block_bars=1):
         """Build from a correlation matrix (validated) rather than a factor. ``residuals``: the
         standardised sample of historical innovations, whose correlation then replaces ``correlation``."""
         s0 = np.atleast_1d(np.asarray(s0, np.float64))
@@ -219,12 +231,18 @@ class PriceModel(eqx.Module):
         return cls(s0=arr(s0), vol=arr(np.broadcast_to(vol, (n,))), drift=arr(np.broadcast_to(drift, (n,))),
                    jump_cdf=None if cdf is None else arr(cdf), factor=arr(L),
                    jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
-                   residuals=None if residuals is None else arr(residuals), innovations=innovations, nu=float(nu),
-                   jumps=jumps, max_jumps=max_jumps, bar_steps=int(bar_steps))
+                   residuals=None if residuals is None else arr(residuals), innovations=innovations,
+                   student=I.StudentLaw.build(nu, dtype) if innovations == "student_t" else None,
+                   jumps=jumps, max_jumps=max_jumps, bar_steps=int(bar_steps), block_bars=int(block_bars))
 
     @property
     def n_assets(self) -> int:
         return self.s0.shape[0]
+
+    @property
+    def nu(self):
+        """Student-t degrees of freedom (a traced ``()`` array), None for other innovations."""
+        return None if self.student is None else self.student.nu
 
     def draw_spec(self) -> tuple:
         """The streams one step draws: ((stream, n, kind), ...) for ``random.draw``. With bars
@@ -232,17 +250,40 @@ class PriceModel(eqx.Module):
         a = self.n_assets
         if self.bar_steps > 1:
             spec = [(R.PRICE, a, "normal")]
+        elif self.block_bars > 1:
+            spec = []  # the block's uniform is drawn at the block index (``bar_spec``)
         else:
-            spec = list(I.innovation_spec(self.innovations, self.nu, a, I.STEP_STREAMS))
+            spec = list(I.innovation_spec(self.innovations, self.student, a, I.STEP_STREAMS))
         if self.jumps:
             spec += [(R.JUMP_COUNT, a, "uniform"), (R.JUMP_SIZE, a, "normal")]
         return tuple(spec)
 
     def bar_spec(self) -> tuple:
-        """The streams of the bar's innovation, drawn at the bar index (empty without bars)."""
+        """The streams drawn once per ``group_steps`` steps, at the group index: the bar's innovation
+        (with bars), or the bootstrap block's uniform (``block_bars`` > 1); empty otherwise."""
         if self.bar_steps == 1:
-            return ()
-        return I.innovation_spec(self.innovations, self.nu, self.n_assets, I.BAR_STREAMS)
+            return ((R.RESAMPLE, 1, "uniform"),) if self.block_bars > 1 else ()
+        return I.innovation_spec(self.innovations, self.student, self.n_assets, I.BAR_STREAMS)
+
+    @property
+    def group_steps(self) -> int:
+        """Steps per draw of the ``bar_spec`` streams: a bar, or a block of ``block_bars`` bars."""
+        return self.bar_steps * self.block_bars
+
+    def group_draw(self, pkey, t, dtype=None):
+        """The ``bar_spec`` streams of step ``t`` (flat, empty without bars or blocks): drawn at the group
+        index ``(t - 1) // group_steps + 1``, so every step of a bar (a block) sees the same draw; with
+        blocks the block's uniform is mapped to the row of the bar's position in its block
+        (``innovations.block_uniform``)."""
+        spec = self.bar_spec()
+        dtype = self.s0.dtype if dtype is None else dtype
+        if not spec:
+            return jnp.zeros((0,), dtype)
+        t = jnp.asarray(t, jnp.int32)
+        g = R.draw(pkey, (t - 1) // self.group_steps + 1, spec, dtype)
+        if self.block_bars == 1:
+            return g
+        return I.block_uniform(g, (t - 1) // self.bar_steps, self.residuals.shape[0], self.block_bars)
 
     def _unit_draw(self, d: dict, streams: dict):
         """(z, w) of one innovation draw: normals and the t mixing variable, or the resampled vector."""
@@ -252,7 +293,7 @@ class PriceModel(eqx.Module):
         z = d[streams["normal"]]
         w = jnp.ones((), z.dtype)
         if self.innovations == "student_t":
-            w = I.student_mixing(d, self.nu, streams, z.dtype)
+            w = I.student_mixing(d, self.student, streams, z.dtype)
         return z, w
 
     def draw_from(self, d: dict) -> PriceDraw:
@@ -279,9 +320,14 @@ class PriceModel(eqx.Module):
         return PriceDraw(z=z, w=w, jump=jnp.zeros_like(z))
 
     def draw(self, pkey, t) -> PriceDraw:
-        """The random inputs of step ``t`` of the path keyed ``pkey``."""
+        """The random inputs of step ``t`` of the path keyed ``pkey`` (with bars: the bridge's; see
+        ``bar_draw_from``)."""
         spec = self.draw_spec()
-        return self.draw_from(R.split(R.draw(pkey, t, spec, self.s0.dtype), spec))
+        flat = R.draw(pkey, t, spec, self.s0.dtype)
+        if self.bar_steps == 1 and self.block_bars > 1:
+            spec += self.bar_spec()
+            flat = jnp.concatenate([flat, self.group_draw(pkey, t)])
+        return self.draw_from(R.split(flat, spec))
 
     def innovation_from(self, d: PriceDraw, factor=None) -> jax.Array:
         """Correlated unit-variance innovations ``L eps``, (assets,); ``factor`` replaces L (stress regime)."""

@@ -266,17 +266,14 @@ def normal(pkey, t, stream: int, n: int, dtype=jnp.float32):
     return draw(pkey, t, ((stream, n, "normal"),), dtype)
 
 
-def gamma_from(z, u, shape_param: float):
-    """One Gamma(shape_param, 1) draw from candidate normals ``z`` and uniforms ``u`` (Marsaglia-Tsang 2000).
+def gamma_dc(z, u, d, c):
+    """One Gamma(d + 1/3, 1) draw from candidate normals ``z`` and uniforms ``u`` (Marsaglia & Tsang 2000,
+    "A simple method for generating gamma variables", ACM TOMS 26(3)), with ``d = shape - 1/3`` and
+    ``c = 1 / sqrt(9 d)`` given, so the shape can be a traced value (``innovations.StudentLaw``).
 
-    The candidates are tried at once and the first accepted is returned.
-    Acceptance is >= 0.95 per candidate for shape >= 1, so 8 candidates all
-    fail with probability < 4e-11; then the last candidate is used (a bias below 1e-10).
-    """
-    if shape_param < 1:
-        raise ValueError(f"shape_param: must be >= 1 (got {shape_param})")
-    d = shape_param - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
+    The candidates are tried at once and the first accepted is returned. Acceptance is >= 0.95 per
+    candidate for shape >= 1, so 8 candidates all fail with probability < 4e-11; then the last
+    candidate is used (a bias below 1e-10)."""
     v = (1.0 + c * z) ** 3
     ok = (v > 0) & (jnp.log(u) < 0.5 * z * z + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0)))
     first = jnp.argmax(jnp.concatenate([ok[:-1], jnp.ones((1,), bool)]))

@@ -333,6 +333,25 @@ def test_cli_fit_conditional_then_filter(tmp_path, capsys):
     build_model(load_config(f3))
 
 
+def test_cli_fit_conditional_block_bootstrap(tmp_path, capsys):
+    """``--block-bars N`` writes ``innovations.block_bars: N`` (the config builds, jumps still dropped);
+    N < 1 is an input error and nothing is written."""
+    from perpjax.config import build_model, load_config
+
+    closes, files = _csvs(tmp_path)
+    end = int(closes.index[1800])
+    out = tmp_path / "blocks.yaml"
+    rc, _, err = _main(["fit", *files, "--conditional", "--block-bars", 24, "--end", end, "--out", out], capsys)
+    assert rc == 0, err
+    cfg = yaml.safe_load(out.read_text())
+    assert cfg["innovations"]["block_bars"] == 24 and "jumps" not in cfg
+    assert build_model(load_config(out))[0].prices.block_bars == 24
+    bad = tmp_path / "bad.yaml"
+    rc, _, err = _main(["fit", *files, "--conditional", "--block-bars", 0, "--end", end, "--out", bad], capsys)
+    assert rc == 2 and "innovations.block_bars" in err, err
+    assert not bad.exists() and not list(tmp_path.glob("bad*"))
+
+
 def test_cli_filter_errors_write_nothing(tmp_path, capsys):
     closes, files = _csvs(tmp_path)
     end = int(closes.index[1800])

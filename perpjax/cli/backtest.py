@@ -128,6 +128,7 @@ def _refitter(base: dict, closes, symbols: dict, window_days: float, conditional
     names = [x["name"] for x in base["assets"]]
     syms = [symbols[n] for n in names]
     rows = int(window_days * 24) - 48  # hourly bars: every refit keeps the same sample size
+    block = int((base.get("innovations") or {}).get("block_bars", 1))  # the base's bootstrap blocks, kept
 
     def refit(origin: int) -> dict:
         fit = estimate.fit_market(closes, syms, start=origin - int(window_days * 86400), end=origin,
@@ -139,6 +140,6 @@ def _refitter(base: dict, closes, symbols: dict, window_days: float, conditional
         path = folder / f"residuals-{origin}.npz"
         estimate.write_residuals(path, fit, names, max_rows=rows)
         return estimate.conditional_config(cfg, base.get("market_state") or {}, str(path.resolve()),
-                                           fit.bar_seconds)
+                                           fit.bar_seconds, block_bars=block)
 
     return refit

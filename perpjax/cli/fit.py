@@ -32,6 +32,9 @@ def register(sub) -> None:
                          "section (the residuals keep the jump bars)")
     ft.add_argument("--lookback-days", type=float, default=90.0,
                     help="--conditional: days of bars the state is filtered over (default 90)")
+    ft.add_argument("--block-bars", type=int, default=1,
+                    help="--conditional: bootstrap the residuals in moving blocks of N consecutive bars "
+                         "(innovations.block_bars; default 1: independent rows)")
     ft.add_argument("--max-residuals", type=int, default=50_000,
                     help="--conditional: keep the most recent N residual rows (default 50000)")
     ft.add_argument("--stress", choices=("drawdown", "quantile"), default="drawdown",
@@ -146,13 +149,14 @@ def run_command(a) -> int:
                                        stress_drawdown=g["stress_drawdown"],
                                        stress_halflife_bars=g["stress_halflife_bars"], bar_seconds=res.bar_seconds,
                                        lookback_seconds=a.lookback_days * 86400, jump_threshold=a.jump_threshold)
-            cfg = estimate.conditional_config(cfg, estimate.market_state(st), res_path.name, res.bar_seconds)
+            cfg = estimate.conditional_config(cfg, estimate.market_state(st), res_path.name, res.bar_seconds,
+                                              block_bars=a.block_bars)
             out.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_npz = tempfile.mkstemp(dir=out.parent, prefix=f".{res_path.name}.", suffix=".npz")
             os.close(fd)
             info = estimate.write_residuals(tmp_npz, res, names, max_rows=a.max_residuals)
             check = estimate.conditional_config(cfg, cfg["market_state"], str(Path(tmp_npz).resolve()),
-                                                res.bar_seconds)
+                                                res.bar_seconds, block_bars=a.block_bars)
             notes.append(f"market_state filtered over {st.n_bars} bars to {cfg['market_state']['time']}; innovations: "
                          f"{info['rows']} GARCH-standardised residual rows of the fit window in {res_path.name}"
                          + (" (the most recent; older rows dropped)" if info["truncated"] else "")

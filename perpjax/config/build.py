@@ -42,11 +42,17 @@ def build_model(cfg: dict):
         raise ConfigError(f"correlation: must be {n}x{n} for {n} assets (got shape {corr.shape})")
     j = c["jumps"] or {}
     inn = c["innovations"]
+    if j and inn["kind"] == "historical" and np.any(num_list(j["intensity_per_year"], "jumps.intensity_per_year",
+                                                              n) > 0):
+        raise ConfigError("jumps: not with innovations.kind 'historical': the residual sample keeps the fit window's "
+                          "jump bars, so simulated jumps would count them twice (drop the jumps section; "
+                          "`perpjax fit --conditional` writes none)")
     residuals, bar_steps = innovation_inputs(inn, grid, names)
     prices = wrapped(
         "assets/correlation/innovations/jumps", PriceModel.build,
         [a["price"] for a in assets], [a["vol"] for a in assets], [a["drift"] for a in assets], corr,
         innovations=inn["kind"], nu=float(inn["nu"]), residuals=residuals, bar_steps=bar_steps,
+        block_bars=int(inn["block_bars"]),
         jump_intensity=num_list(j["intensity_per_year"], "jumps.intensity_per_year", n) if j else None,
         jump_mean=num_list(j["mean"], "jumps.mean", n) if j else None,
         jump_std=num_list(j["std"], "jumps.std", n) if j else None, dt_years=grid.dt_years, dtype=dtype)
@@ -148,8 +154,9 @@ def innovation_inputs(inn: dict, grid, names) -> tuple:
         raise ConfigError(f"innovations.bar_seconds: must be a whole multiple of time.step_seconds "
                           f"({grid.step_seconds:g} s), got {bar:g}")
     if inn["kind"] != "historical":
-        if inn["residuals"] is not None:
-            raise ConfigError(f"innovations.residuals: only with kind 'historical' (kind is {inn['kind']!r})")
+        for key, unset in (("residuals", inn["residuals"] is None), ("block_bars", inn["block_bars"] == 1)):
+            if not unset:
+                raise ConfigError(f"innovations.{key}: only with kind 'historical' (kind is {inn['kind']!r})")
         return None, int(round(m))
     if inn["residuals"] is None:
         raise ConfigError("innovations.residuals: required with kind 'historical' (an npz of standardised residuals)")
@@ -161,4 +168,7 @@ def innovation_inputs(inn: dict, grid, names) -> tuple:
         raise ConfigError(f"innovations.bar_seconds: the residuals were fitted on {fitted:g} s bars; the innovations "
                           f"apply per {bar:g} s ({'the step' if inn['bar_seconds'] is None else 'bar_seconds'}): "
                           f"set innovations.bar_seconds: {fitted:g}")
+    if inn["block_bars"] > len(sample):
+        raise ConfigError(f"innovations.block_bars: {inn['block_bars']} bars per block, more than the "
+                          f"{len(sample)} residual rows")
     return sample, int(round(m))

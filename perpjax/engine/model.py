@@ -108,10 +108,9 @@ def draw(model: RiskModel, path_key, t):
     The engine draws a step ahead and carries it: a carried value is materialised, whereas fused
     consumers (the correlation mat-vec, the margin of every unit) would recompute the draws once per
     use on CPU. With bars (``prices.bar_steps`` = m > 1) the bar's innovation streams follow, drawn at
-    the bar index ``(t - 1) // m + 1`` (their own stream ids), so every step of a bar sees the same draw."""
+    the bar index ``(t - 1) // m + 1`` (their own stream ids), so every step of a bar sees the same draw;
+    with a block bootstrap the block's uniform, at the block index (``PriceModel.group_draw``)."""
     out = R.draw(path_key, t, _step_spec(model), model.dtype)
-    bar = _bar_spec(model)
-    if not bar:
+    if not _bar_spec(model):
         return out
-    k = (jnp.asarray(t, jnp.int32) - 1) // model.prices.bar_steps + 1
-    return jnp.concatenate([out, R.draw(path_key, k, bar, model.dtype)], axis=-1)
+    return jnp.concatenate([out, model.prices.group_draw(path_key, t, model.dtype)], axis=-1)

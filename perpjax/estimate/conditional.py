@@ -12,13 +12,15 @@ import numpy as np
 
 
 def conditional_config(cfg: dict, state: dict, residuals_file: str, bar_seconds: float, *,
-                       drop_jumps: bool = True) -> dict:
+                       drop_jumps: bool = True, block_bars: int = 1) -> dict:
     """``cfg`` made conditional on the state at the fit's origin, with historical (FHS) innovations.
 
     Sets ``market_state`` = ``state`` (``state.market_state``'s dict) and ``innovations`` =
     ``{kind: historical, residuals: residuals_file, bar_seconds}`` (the file's path relative to the
     config's directory; ``residuals.write_residuals``). With ``drop_jumps`` the ``jumps`` section is
-    removed: the residuals keep the jump bars, so simulating jumps as well would count them twice.
+    removed: the residuals keep the jump bars, so simulating jumps as well would count them twice (a
+    config with both is refused). ``block_bars`` > 1 sets ``innovations.block_bars`` (a moving-block
+    bootstrap of that many consecutive residual rows); 1 leaves the key out (i.i.d. rows).
 
     Returns:
         A new dict (``cfg`` is not modified).
@@ -26,6 +28,8 @@ def conditional_config(cfg: dict, state: dict, residuals_file: str, bar_seconds:
     out = copy.deepcopy(cfg)
     out["market_state"] = copy.deepcopy(state)
     out["innovations"] = {"kind": "historical", "residuals": str(residuals_file), "bar_seconds": float(bar_seconds)}
+    if int(block_bars) != 1:
+        out["innovations"]["block_bars"] = int(block_bars)
     if drop_jumps:
         out.pop("jumps", None)
     return out
