@@ -151,3 +151,30 @@ def manifest(cfg: dict, *, seed: int, wall_seconds: float, extra=None, command=N
     if extra:
         m.update(extra)
     return m
+
+
+def read_csv(path, where: str, *, header: str = "", **kw):
+    """``pandas.read_csv`` with every fault of the file a ``ConfigError`` that starts with ``where``
+    (e.g. ``"book.csv: PATH"``): missing, a directory, unreadable, empty (``header``: the columns it
+    should have), a truncated or corrupt compressed file, bytes that are not text, malformed rows."""
+    import gzip
+    import zlib
+
+    import pandas as pd
+
+    from .config import ConfigError
+
+    try:
+        return pd.read_csv(path, **kw)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not a CSV file") from None
+    except PermissionError:
+        raise ConfigError(f"{where}: not readable (permission denied)") from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{where}: empty file" + (f" (expected a header: {header})" if header else "")) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ConfigError(f"{where}: truncated or corrupt compressed file ({e})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{where}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None

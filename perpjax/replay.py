@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .io import read_csv
 from .timeutil import parse_time
 
 DATA_FILE = "binance_usdm_perp_1h.csv.gz"
@@ -124,7 +125,8 @@ def load_bars(path, symbols, start, end, *, bar_seconds: int = BAR_SECONDS) -> d
             f"price data file not found: {path}. Set {DATA_DIR_ENV} to the folder holding {DATA_FILE}, "
             f"or pass the path explicitly"
         )
-    df = pd.read_csv(path, usecols=_COLUMNS, dtype={"timestamp": "int64", "symbol": str})
+    df = read_csv(path, f"price data: {path}", header=",".join(_COLUMNS), usecols=_COLUMNS,
+                  dtype={"timestamp": "int64", "symbol": str})
     present = set(df["symbol"].unique())
     missing = [s for s in symbols if s not in present]
     if missing:

@@ -480,3 +480,29 @@ def test_real_data_fitted_tail_matches_2022(fit_2022):
               for s, m, e, a, b, x in zip(SYMBOLS_2022, model_loss, emp_loss, lo, hi, exceed, strict=True)}
     assert np.all((lo <= model_loss) & (model_loss < hi)), report  # (model, empirical, band lo, band hi, K)
     assert np.all((k_lo <= exceed) & (exceed <= k_hi)), report
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("timestamp,symbol,close\n1600000000,BTCUSDT,10000\n1600003600,BTCUSDT,abc\n",
+     "line 3, column close: 'abc' is not a positive finite price"),
+    ("timestamp,symbol,close\n1600000000,BTCUSDT,10000\n1600003600,BTCUSDT,\n",
+     "line 3, column close: an empty or NaN cell"),
+    ("timestamp,symbol,close\n1600000000,BTCUSDT,-5\n", "line 2, column close: '-5'"),
+    (None, "truncated or corrupt compressed file"),
+])
+def test_price_file_faults_name_file_and_row(tmp_path, capsys, body, needle):
+    from perpjax.cli import main
+
+    if body is None:  # a .csv.gz cut short
+        raw = gzip.compress(("timestamp,symbol,close\n" + "".join(
+            f"{1600000000 + 3600 * i},BTCUSDT,{10000 + i}\n" for i in range(5000))).encode())
+        f = tmp_path / "cut.csv.gz"
+        f.write_bytes(raw[: len(raw) // 2])
+    else:
+        f = tmp_path / "bad.csv"
+        f.write_text(body)
+    out = tmp_path / "fitted.yaml"
+    assert main(["fit", str(f), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(f) in err and needle in err, err
+    assert not out.exists()

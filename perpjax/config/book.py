@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
+from ..io import read_csv
 from ..margin import BookLabels
 from .schema import ConfigError
 
@@ -57,19 +57,8 @@ def read_book_csv(path, names):
     header is line 1) and column.
     """
     where = f"book.csv: {path}"
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{where}: is a directory, not a CSV file") from None
-    except PermissionError:
-        raise ConfigError(f"{where}: not readable (permission denied)") from None
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"{where}: empty file (expected a header: account,mode,asset,size,entry,"
-                          "collateral,margin)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"{where}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
+    df = read_csv(path, where, header="account,mode,asset,size,entry,collateral,margin", dtype=str,
+                  keep_default_na=False)
     df.columns = [str(c).strip() for c in df.columns]
     need = ["account", "asset", "size", "entry"]
     missing = [c for c in need if c not in df.columns]

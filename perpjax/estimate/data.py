@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..io import read_csv
 from ..timeutil import parse_time
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
@@ -23,7 +24,7 @@ def _read_long(path) -> pd.DataFrame:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-    df = pd.read_csv(path)
+    df = read_csv(path, path, header=",".join(REQUIRED_COLUMNS))
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; need {list(REQUIRED_COLUMNS)}")
@@ -33,7 +34,15 @@ def _read_long(path) -> pd.DataFrame:
         row = df[dup].iloc[0]
         raise ValueError(f"{path}: {int(dup.sum())} repeated (timestamp, symbol) rows, "
                          f"first ({row['timestamp']}, {row['symbol']})")
-    df["close"] = pd.to_numeric(df["close"], errors="raise").astype(np.float64)
+    close = pd.to_numeric(df["close"], errors="coerce").astype(np.float64)
+    bad = ~(np.isfinite(close) & (close > 0))
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        v = df["close"].iloc[i]
+        shown = "an empty or NaN cell" if pd.isna(v) else f"'{v}'"
+        raise ValueError(f"{path}: line {i + 2}, column close: {shown} is not a positive finite "
+                         f"price ({int(bad.sum())} such row(s); a missing bar is a missing row, not an empty close)")
+    df["close"] = close
     df["file"] = path
     return df
 
