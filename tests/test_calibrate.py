@@ -182,6 +182,20 @@ def test_constraints_hold_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert hist_full[-1]["objective"] < hist_full[0]["objective"]
     with pytest.raises(ValueError, match="another calibration"):
         C.calibrate(model, space, cal, seed=0, names=names, checkpoint=ck, fingerprint="y")
+    # the settings that differ are named (the fingerprint is the JSON of the settings)
+    import json
+
+    from perpjax.config import ConfigError
+
+    ck2 = tmp_path / "ck2.npz"
+    saved = json.dumps([{"time": {"horizon_seconds": 3600}, "seed": 0}, {"paths": 64}])
+    C.calibrate(model, space, cal, seed=0, names=names, checkpoint=ck2, fingerprint=saved, max_iterations=2)
+    now = json.dumps([{"time": {"horizon_seconds": 7200}, "seed": 0}, {"paths": 64}])
+    with pytest.raises(ConfigError, match=r"time\.horizon_seconds \(3600 saved, 7200 now\)"):
+        C.calibrate(model, space, cal, seed=0, names=names, checkpoint=ck2, fingerprint=now)
+    ck2.write_bytes(ck2.read_bytes()[:100])  # a checkpoint cut short
+    with pytest.raises(ConfigError, match="is corrupted"):
+        C.calibrate(model, space, cal, seed=0, names=names, checkpoint=ck2, fingerprint=saved)
 
 
 def test_check_ladder_states_the_margin_rules_for_iterates():

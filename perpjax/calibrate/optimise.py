@@ -45,16 +45,45 @@ def _save(path: Path, fingerprint: str, it: int, theta, opt_state, history: list
                      history=np.asarray(json.dumps(history)), best=np.asarray(json.dumps(best)), **arrays)
 
 
+def _differences(a, b, where: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ (the settings a checkpoint was written with vs now)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{where}.{k}" if where else str(k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where or 'settings'} ({json.dumps(a, default=str)[:60]} saved, "
+                              f"{json.dumps(b, default=str)[:60]} now)"]
+
+
 def _load(path: Path, fingerprint: str, theta, opt_state):
-    with np.load(path) as z:
-        if str(z["key"]) != fingerprint:
-            raise ValueError(f"calibration checkpoint: {path} belongs to another calibration; remove it")
-        treedef = jax.tree_util.tree_structure(opt_state)
-        leaves = jax.tree_util.tree_leaves(opt_state)
-        new = [jnp.asarray(z[f"opt_{k}"], dtype=leaf.dtype) for k, leaf in enumerate(leaves)]
-        th = {k: jnp.asarray(z[f"theta_{k}"], v.dtype) for k, v in theta.items()}
-        return (int(z["it"]), th, jax.tree_util.tree_unflatten(treedef, new),
-                json.loads(str(z["history"])), json.loads(str(z["best"])))
+    """The saved state, or a ``ConfigError`` naming the file and, for another calibration's
+    checkpoint, which settings differ (``fingerprint``: the JSON of the settings it belongs to)."""
+    from ..config import ConfigError
+
+    try:
+        with np.load(path) as z:
+            saved = str(z["key"])
+            if saved != fingerprint:
+                try:
+                    diff = _differences(json.loads(saved), json.loads(fingerprint))
+                except ValueError:
+                    diff = []
+                raise ConfigError(f"calibration checkpoint: {path} belongs to another calibration"
+                                  + (": " + "; ".join(d.removeprefix("[0].").removeprefix("[1].")
+                                                      for d in diff[:5]) if diff else "")
+                                  + "; run without --resume to start over")
+            treedef = jax.tree_util.tree_structure(opt_state)
+            leaves = jax.tree_util.tree_leaves(opt_state)
+            new = [jnp.asarray(z[f"opt_{k}"], dtype=leaf.dtype) for k, leaf in enumerate(leaves)]
+            th = {k: jnp.asarray(z[f"theta_{k}"], v.dtype) for k, v in theta.items()}
+            return (int(z["it"]), th, jax.tree_util.tree_unflatten(treedef, new),
+                    json.loads(str(z["history"])), json.loads(str(z["best"])))
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any fault of the file is a corrupted checkpoint
+        raise ConfigError(f"calibration checkpoint: {path} is corrupted ({type(e).__name__}: {e}); remove it or "
+                          "run without --resume") from None
 
 
 def _tolist(theta: dict) -> dict:
