@@ -222,9 +222,26 @@ class ChunkStore:
                               "again with --resume")
         self.sums(start)
 
+    def chunks(self, shapes: dict):
+        """Per-path fields chunk by chunk in path order, one file read at a time (memory: one chunk):
+        yields dicts key -> (rows,) array (``shapes[key]`` None) or (rows, shapes[key]) array."""
+        import pyarrow.parquet as pq
+
+        names = {k: [k] if n is None else [_col_name(k, j, self.asset_names) for j in range(n)]
+                 for k, n in shapes.items()}
+        for f in self._files():
+            try:
+                t = pq.read_table(f, columns=[c for cs in names.values() for c in cs])
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(f"checkpoint: {f} is corrupted ({type(e).__name__}: {e})") from None
+            yield {k: t.column(cs[0]).to_numpy() if shapes[k] is None
+                   else np.column_stack([t.column(c).to_numpy() for c in cs]) for k, cs in names.items()}
+            del t
+
     def column(self, key: str, n_cols: int | None = None) -> np.ndarray:
         """A per-path field over all stored chunks, in path order: (paths,) or (paths, assets); read into
-        one preallocated array (memory: the column, once)."""
+        one preallocated array (memory: the column, once). The run's summary does not use it: it
+        streams the chunks (``chunks``, ``metrics.PathTable``)."""
         import pyarrow.parquet as pq
 
         names = [key] if n_cols is None else [_col_name(key, j, self.asset_names) for j in range(n_cols)]
@@ -267,6 +284,20 @@ class StoredOutcome:
         if name in shapes:
             return self._store.column(name, shapes[name])
         raise AttributeError(name)
+
+    @property
+    def n_chunks(self) -> int:
+        """How many chunk files hold the run's paths."""
+        return len(self._store.completed())
+
+    @property
+    def chunk_rows(self) -> int:
+        """Paths per chunk file (the last may hold fewer)."""
+        return self._store.chunk
+
+    def read_chunks(self, keys):
+        """The per-path fields ``keys``, one chunk file at a time (``ChunkStore.chunks``)."""
+        return self._store.chunks({k: self._shapes[k] for k in keys})
 
     def _fields_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
