@@ -206,3 +206,17 @@ def test_fit_command_writes_a_config_that_runs(tmp_path, capsys):
     assert 0.3 < resolved["assets"][0]["vol"] < 1.0 and resolved["innovations"]["kind"] == "student_t"
     assert main(["fit", "--symbols", "BTCUSDT,NOPEUSDT", "--names", "BTC,ETH", "--out", str(out)]) == 2
     assert "NOPEUSDT" in capsys.readouterr().err
+
+
+def test_an_override_changes_one_yaml_alias_only(tmp_path):
+    from perpjax.config import apply_overrides
+    from perpjax.config.load import _read_yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_text("base: &lad [{floor: 0, mmr: 0.01}]\nladders: {BTC: *lad, ETH: *lad}\n")
+    cfg = _read_yaml(f)
+    assert cfg["ladders"]["BTC"] is cfg["ladders"]["ETH"]  # the alias is one object
+    out = apply_overrides(cfg, ["ladders.BTC.0.mmr=0.02"])
+    assert out["ladders"]["BTC"][0]["mmr"] == 0.02
+    assert out["ladders"]["ETH"][0]["mmr"] == 0.01 and out["base"][0]["mmr"] == 0.01
+    assert cfg["ladders"]["BTC"][0]["mmr"] == 0.01  # the input is not changed

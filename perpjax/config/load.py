@@ -69,6 +69,9 @@ def apply_overrides(cfg: dict, overrides) -> dict:
             else:
                 if isinstance(node, dict) and k not in node:
                     node[k] = {}
+                # copy on write: a YAML alias (``*ladder``) shares one object between keys; the
+                # override changes this key's copy only
+                node[k] = copy.copy(node[k]) if isinstance(node[k], (dict, list)) else node[k]
                 node = node[k]
     return cfg
 
