@@ -344,10 +344,12 @@ class Liquidation(eqx.Module):
             return eq - unit_sum(ladder.maintenance_and_rate(n_rest, asset)[0] + buffer * n_rest)
 
         n_units = collateral.shape[0]
+        p = _healthy_cut(margin, n_units, size.dtype)
         lo, hi = jnp.zeros((n_units,), size.dtype), jnp.ones((n_units,), size.dtype)
         for _ in range(self.bisection_steps):
             midf = 0.5 * (lo + hi)
-            ok = margin(jax.lax.stop_gradient(midf)) >= 0
+            # beyond the healthy cut p the smallest root lies to the left; below it health crosses zero once
+            ok = (midf > p) | (margin(jax.lax.stop_gradient(midf)) >= 0)
             hi, lo = jnp.where(ok, midf, hi), jnp.where(ok, lo, midf)
         hi, lo = jax.lax.stop_gradient(hi), jax.lax.stop_gradient(lo)
         if not self.implicit_grad:
@@ -357,6 +359,34 @@ class Liquidation(eqx.Module):
         inside = (lo > 0) & (hi < 1) & (slope > 0)  # a root inside (0, 1): else the cut is pinned at a bound
         step = (g_hi - jax.lax.stop_gradient(g_hi)) / jnp.where(inside, slope, 1.0)
         return hi - jnp.where(inside, step, 0.0)
+
+
+HEALTH_GRID = 32  # cut fractions tried per pass of ``_healthy_cut`` (two passes: 1/32, then 1/512 wide)
+
+
+def _healthy_cut(margin, n_units: int, dtype):
+    """Per unit, a cut fraction p in (0, 1] whose health ``margin(p) >= 0`` (1 when none is found).
+
+    Health after a pro-rata cut f is concave in f (the fill's slippage is convex in size, MM(rest) is
+    convex in the rest): where health is negative at the full close (f = 1), the healthy set is an
+    interval [f1, f2] inside (0, 1) that a bisection on [0, 1] can step over. A grid of 32 cuts, then
+    32 more around the best of them (where the concave maximum lies), finds a point of it when it is
+    wider than ~1/512; the bisection then keeps to [0, p], where health crosses zero once. When the
+    full close is healthy p = 1 and the bisection is the plain one on [0, 1]."""
+    k = HEALTH_GRID
+    steps = jnp.arange(1, k + 1, dtype=dtype) / k
+    f1 = jnp.broadcast_to(steps[:, None], (k, n_units))
+    h1 = jax.vmap(margin)(f1)
+    centre = steps[jnp.argmax(h1, axis=0)]
+    lo2, hi2 = jnp.clip(centre - 1.0 / k, 0.0, 1.0), jnp.clip(centre + 1.0 / k, 0.0, 1.0)
+    f2 = lo2[None, :] + (hi2 - lo2)[None, :] * steps[:, None]
+    h2 = jax.vmap(margin)(f2)
+    f, h = jnp.concatenate([f1, f2]), jnp.concatenate([h1, h2])
+    best = jnp.argmax(h, axis=0)
+    p = jnp.take_along_axis(f, best[None, :], axis=0)[0]
+    hp = jnp.take_along_axis(h, best[None, :], axis=0)[0]
+    full_ok = h1[-1] >= 0
+    return jax.lax.stop_gradient(jnp.where(full_ok | (hp < 0), 1.0, p).astype(dtype))
 
 
 def bridge_cross_probability(gap0, gap1, variance):

@@ -393,3 +393,27 @@ def test_config_ladder_from_a_bracket_file(tmp_path):
     bad = write_csv(tmp_path / "gap.csv", _edit(BTC_2021_ROWS, 2, notionalFloor=300000))
     with pytest.raises(ConfigError, match=r"ladders.BTC: gap.csv: row 3 \(line 4\): notionalFloor 300,000"):
         build_model(load_config(None, [f"ladders.BTC={bad}"]))
+
+
+def test_buffer_cut_is_the_smallest_root_when_health_dips_again():
+    """A thin book: health rises from below zero, peaks, and falls again (the fill's cost grows like f^1.5), so
+    closing everything is bankrupt while a small cut restores health. Closed form: 10 coins at $100, MM 10 %,
+    no fee, slip(n) = 0.2 sqrt(n / $1000), collateral 98: h(f) = -2 + 100 f - 200 f^1.5, a cubic in sqrt(f)
+    with two roots in (0, 1). A bisection of [0, 1] that trusts one sign change sees h(0.5) < 0 and closes in
+    full into bad debt (what the engine did before); the cut must be the smallest root, rounded up by at most
+    the bisection's 2^-14."""
+    from perpjax.liquidation import DepthModel, Liquidation
+    from perpjax.margin import Ladder
+
+    lad = Ladder.build([([0.0], [0.1], [0.2])], dtype=jnp.float64)
+    depth = DepthModel(jnp.asarray([1000.0 / 3600.0]), jnp.asarray([0.0]))  # 0.005 sqrt(n/D) / 1.5 = 0.2 sqrt(n/1000)
+    liq = Liquidation(depth=depth, fee_rate=jnp.asarray(0.0), mode="buffer")
+    p = jnp.array([100.0])
+    args = (jnp.array([98.0]), jnp.array([10.0]), p, p, p, jnp.array([0]), lambda x: x, lambda x: x, lad, None)
+    cut = float(liq._min_fraction(*args, buffer=liq.buffer)[0])
+    u = sorted(r.real for r in np.roots([-200.0, 100.0, 0.0, -2.0]) if abs(r.imag) < 1e-12 and 0 < r.real < 1)
+    assert len(u) == 2  # two roots in (0, 1): health is positive only between them
+    f1 = u[0] ** 2
+    h = lambda f: -2 + 100 * f - 200 * f**1.5  # noqa: E731
+    assert h(0.5) < 0 and h(1.0) < 0 <= h(cut)
+    assert f1 <= cut < f1 + 2.0**-14, (cut, f1)
