@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from perpjax.io import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["time.horizon_seconds=900", "chunk_size=20000"]
@@ -65,16 +66,6 @@ def api(paths: int, overrides: list[str]) -> tuple[float, float, int]:
         return _child([sys.executable, "-c", API, str(paths), f"{d}/run", *overrides])
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", type=float, nargs="+", default=[1e5, 1e6, 1e7])
@@ -86,7 +77,7 @@ def main() -> None:
                          "read from the persistent cache, as in every later case")
     a = ap.parse_args()
     overrides = a.set or OVERRIDES
-    info = {"cpu": _cpu(), "cores": os.cpu_count(), "overrides": overrides}
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "overrides": overrides}
     print(json.dumps(info), flush=True)
     if a.warm:  # the same chunk size as the cases: the same compiled program
         cli(int(a.paths[0]), overrides)

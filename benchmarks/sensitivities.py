@@ -14,26 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import subprocess
 from pathlib import Path
 
 import jax
 
 from perpjax.config import apply_overrides, load_config
+from perpjax.io import cpu_model
 from perpjax.sensitivities import DEFAULT_WRT, TEMPERATURE, parse_bumps, path_grads, prepare, run_sensitivities
 from perpjax.sensitivities.params import base_of
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = {"default": None, "workload": str(HERE / "workload.yaml")}
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration, subprocess.SubprocessError):
-        return platform.processor() or "unknown CPU"
 
 
 def pm(v, e) -> str:
@@ -69,7 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=TEMPERATURE)
     p.add_argument("--json", help="append one JSON line per config to this file")
     a = p.parse_args(argv)
-    print(f"CPU: {cpu_name()}; jax {jax.__version__}; backend {jax.default_backend()}")
+    print(f"CPU: {cpu_model()}; jax {jax.__version__}; backend {jax.default_backend()}")
     for name in a.configs.split(","):
         cfg = apply_overrides(load_config(CONFIGS[name]), a.overrides)
         setup = prepare(cfg, DEFAULT_WRT, parse_bumps([], DEFAULT_WRT), paths=a.paths, seed=None,

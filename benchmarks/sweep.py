@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -21,21 +20,12 @@ import jax
 import perpjax  # noqa: F401
 from perpjax.config import apply_overrides, load_config
 from perpjax.engine import simulate
+from perpjax.io import cpu_model
 from perpjax.sweep import build_sets, parse_grid, run_group, set_texts
 
 WORKLOAD = Path(__file__).resolve().parent / "workload.yaml"
 VOLS = ("0.5", "0.55", "0.6", "0.65", "0.7", "0.75", "0.8", "0.85")
 FEES = ("0.004", "0.005", "0.006", "0.007")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def timed(fns, repeats: int):
@@ -72,7 +62,7 @@ def main() -> None:
     models = [s.model for s in sets]
     r0 = sets[0].resolved
     steps = models[0].grid.n_steps
-    common = {"paths": a.paths, "steps": steps, "chunk_size": r0["chunk_size"], "cpu": cpu_name(),
+    common = {"paths": a.paths, "steps": steps, "chunk_size": r0["chunk_size"], "cpu": cpu_model(),
               "device": jax.devices()[0].device_kind, "jax": jax.__version__, "dtype": r0["dtype"]}
 
     def single():

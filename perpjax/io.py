@@ -124,6 +124,18 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``): named beside every
+    figure measured on it and in every manifest."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def manifest(cfg: dict, *, seed: int, wall_seconds: float, extra=None, command=None) -> dict:
     """What produced a run: versions, device, commit, time, command line, scenario, config, data hashes."""
     import datetime
@@ -140,7 +152,8 @@ def manifest(cfg: dict, *, seed: int, wall_seconds: float, extra=None, command=N
             versions[mod] = None
     m = {"perpjax_version": __version__, "jax_version": jax.__version__, "python": platform.python_version(),
          "versions": versions,
-         "device": {"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count()},
+         "device": {"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count(),
+                    "host_cpu": cpu_model()},
          "git_commit": git_commit(),
          "utc_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
          "command": list(sys.argv) if command is None else list(command),
