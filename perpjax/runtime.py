@@ -59,16 +59,18 @@ class CompileClock:
     """Counts what a block of work spent compiling, from JAX's own monitoring events:
     ``with CompileClock() as c: ...`` then ``c.record()`` -> {compile_seconds (backend compiles),
     compiles, compile_cache_hits} for the manifest. Listeners are process-wide: the clock counts
-    every compile in the process while it is open."""
+    every compile in the process while it is open; ``names``: only compiles of functions whose name
+    contains one of them (e.g. a kernel's)."""
 
     COMPILE = "/jax/core/compile/backend_compile_duration"
     HIT = "/jax/compilation_cache/cache_hits"
 
-    def __init__(self):
+    def __init__(self, *names: str):
+        self.names = names
         self.seconds, self.compiles, self.hits = 0.0, 0, 0
 
-    def _duration(self, event, duration, **_):
-        if event == self.COMPILE:
+    def _duration(self, event, duration, **kw):
+        if event == self.COMPILE and (not self.names or any(n in str(kw.get("fun_name", "")) for n in self.names)):
             self.seconds += float(duration)
             self.compiles += 1
 

@@ -78,9 +78,15 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
             its share; ``count`` must be a multiple). Keys are by path index, so results do not
             depend on it.
     """
-    keys = R.path_keys(key, start, count)
-    if devices > 1:
-        mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("paths",))
-        keys = jax.lax.with_sharding_constraint(keys, jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec("paths", None)))
+    keys = shard_paths(R.path_keys(key, start, count), devices)
     return jax.vmap(lambda k: simulate_path(model, k, unroll=unroll, sparse=sparse))(keys)
+
+
+def shard_paths(keys, devices: int):
+    """Path keys (paths, 2) with the path axis sharded over the first ``devices`` local devices (a ``Mesh``
+    over them; XLA partitions the vmapped scan that follows): each device runs its share."""
+    if devices <= 1:
+        return keys
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("paths",))
+    return jax.lax.with_sharding_constraint(keys, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec("paths", None)))

@@ -151,8 +151,7 @@ def path_keys(seed: int, indices) -> jax.Array:
     """Keys (paths, 2) of the global path indices (64-bit: low and high uint32 words), as the run's."""
     idx = np.asarray([int(i) for i in indices], np.uint64)
     lo, hi = (idx & np.uint64(0xFFFFFFFF)).astype(np.uint32), (idx >> np.uint64(32)).astype(np.uint32)
-    key = R.seed_key(seed)
-    return R.path_key(key, jnp.asarray(lo)) if not hi.any() else R.path_key(key, jnp.asarray(lo), jnp.asarray(hi))
+    return R.path_key(R.seed_key(seed), jnp.asarray(lo), jnp.asarray(hi))
 
 
 def liquidation_events(rec: StepRecord, p_unit, p_asset, step_seconds: float, asset_names, unit_names

@@ -27,12 +27,13 @@ import numpy as np
 
 from .. import random as R
 from ..engine.driver import auto_chunk_size, local_devices
-from ..engine.kernel import simulate_chunk, simulate_path
+from ..engine.kernel import shard_paths, simulate_chunk, simulate_path
 from ..engine.outputs import Outcome, new_accumulators, reduce_chunk
+from ..runtime import CompileClock
 from ..sparse import DEFAULT_CAPACITY
 
 KERNEL = "sweep_chunk"
-"""The batched kernel's name as JAX reports it in compile events (``CompileCounter``)."""
+"""The batched kernel's name as JAX reports it in compile events (``runtime.CompileClock``)."""
 
 
 def structure_key(model) -> tuple:
@@ -79,12 +80,8 @@ def sweep_chunk(stacked, shared, key, start, count: int, *, unroll: int = 1, spa
     """Paths ``start .. start+count-1`` of every set: a ``PathOutcome`` with leading axis sets x count
     (set-major). ``stacked``/``shared``: ``split_models``. Same keys in every set."""
     n_sets = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-    keys = jnp.tile(R.path_key(key, start + jnp.arange(count, dtype=jnp.uint32)), (n_sets, 1))
+    keys = shard_paths(jnp.tile(R.path_keys(key, start, count), (n_sets, 1)), devices)
     params = jax.tree_util.tree_map(lambda a: jnp.repeat(a, count, axis=0), stacked)
-    if devices > 1:
-        mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("paths",))
-        keys = jax.lax.with_sharding_constraint(keys, jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec("paths", None)))
 
     def item(p, k):
         return simulate_path(eqx.combine(p, shared), k, unroll=unroll, sparse=sparse)
@@ -119,34 +116,6 @@ class GroupRun:
     outcomes: list = field(default_factory=list)
 
 
-class CompileCounter:
-    """Counts JAX's backend compiles of functions whose name contains ``name`` while in a ``with`` block
-    (a persistent-cache hit counts too: it is a compile request of a new program in this process)."""
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-
-    def __init__(self, *names: str):
-        self.names = names
-        self.count, self.seconds = 0, 0.0
-
-    def _listen(self, event, secs, **kw):
-        if event == self.EVENT and any(n in str(kw.get("fun_name", "")) for n in self.names):
-            self.count += 1
-            self.seconds += secs
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def __exit__(self, *exc):
-        unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
-        if unregister is None:
-            from jax._src import monitoring
-
-            unregister = monitoring.unregister_event_duration_listener
-        unregister(self._listen)
-
-
 def _outcome(model, n_paths, acc, per_path) -> Outcome:
     return Outcome(n_paths=n_paths, n_steps=model.grid.n_steps, cascade_on=model.cascade is not None, **acc,
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=None)
@@ -168,20 +137,20 @@ def run_group(models, *, seed: int, n_paths: int, chunk_size="auto", devices=Non
     accs = [new_accumulators(m0.n_units, n_assets) for _ in range(n_run)]
     g = GroupRun(sets=[], batched_leaves=names, chunk=chunk)
     t0 = time.perf_counter()
-    with CompileCounter(KERNEL, "simulate_chunk") as cc:
+    with CompileClock(KERNEL, "simulate_chunk") as cc:
         for start in range(0, n_paths, chunk):
             n = min(chunk, n_paths - start)
             if batched:
-                out = sweep_chunk(stacked, shared, key, jnp.uint32(start), chunk, unroll=unroll, devices=n_dev)
+                out = sweep_chunk(stacked, shared, key, R.index_words(start), chunk, unroll=unroll, devices=n_dev)
             else:
-                out = simulate_chunk(m0, key, jnp.uint32(start), chunk, unroll=unroll, devices=n_dev)
+                out = simulate_chunk(m0, key, R.index_words(start), chunk, unroll=unroll, devices=n_dev)
             out = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape(n_run, chunk, *a.shape[1:]), out)
             for s, (acc, per_path) in enumerate(accs):
                 reduce_chunk(jax.tree_util.tree_map(lambda a, s=s: a[s], out), n, n_assets, acc, per_path)
             if progress is not None:
                 progress(n * len(models))
     g.wall_seconds = time.perf_counter() - t0
-    g.compiles, g.compile_seconds = cc.count, cc.seconds
+    g.compiles, g.compile_seconds = cc.compiles, cc.seconds
     outs = [_outcome(m0, n_paths, *a) for a in accs]
     g.outcomes = outs if batched else outs * len(models)
     return g
