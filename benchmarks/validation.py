@@ -2,6 +2,9 @@
 
     python benchmarks/validation.py [--paths 20000] [--out validation-out] [--models refit,block_refit]
     python benchmarks/validation.py --diagnose validation-out/refit.residuals.npz   # fit-window diagnostics
+    python benchmarks/validation.py --symbols BNBUSDT,LINKUSDT,AVAXUSDT --out held-out-perp   # other assets
+    python benchmarks/validation.py --data ../shared/data/binance_spot_1h_xrp_ada_ltc.csv.gz \
+        --symbols XRPUSDT,ADAUSDT,LTCUSDT --out held-out-spot
 
 Runs, side by side: the unconditional fit (`perpjax fit`: Student-t + GARCH from the long-run state,
 no daily state), the conditional FHS model (`perpjax fit --conditional`: GARCH-standardised
@@ -33,6 +36,7 @@ MODELS = {
                                          ["--conditional", "--refit-every", "30", "--fit-window-days", "365"]),
     "FHS, 10-bar blocks, monthly refit": ("block10_refit", ["--conditional", "--block-bars", "10"],
                                           ["--conditional", "--refit-every", "30", "--fit-window-days", "365"]),
+    "FHS, 10-bar blocks (fitted once)": ("block10", ["--conditional", "--block-bars", "10"], ["--conditional"]),
 }
 
 
@@ -47,6 +51,10 @@ def main() -> None:
     ap.add_argument("--out", default="validation-out")
     ap.add_argument("--start", default="2022-01-01")
     ap.add_argument("--end", default="2023-01-01")
+    ap.add_argument("--fit-start", default="2020-09-01", help="first bar of the estimation window")
+    ap.add_argument("--fit-end", default="2022-01-01", help="end of the estimation window (exclusive)")
+    ap.add_argument("--data", help="price file (default: the shared Binance USD-M hourly file)")
+    ap.add_argument("--symbols", help="comma-separated symbols (default: perpjax fit's, BTC ETH SOL DOGE)")
     ap.add_argument("--diagnose", metavar="RESIDUALS_NPZ",
                     help="only print the in-sample diagnostics of a fit's residual file (`perpjax fit --conditional`)")
     ap.add_argument("--models", default=",".join(t for t, _, _ in MODELS.values()),
@@ -64,12 +72,43 @@ def main() -> None:
             continue
         cfg = out / f"{tag}.yaml"
         cli = (sys.executable, "-m", "perpjax")
-        sh(*cli, "fit", "--start", "2020-09-01", "--end", "2022-01-01", *flags, "--out", str(cfg))
+        data = [a.data] if a.data else []
+        fit_sym = []
+        if a.symbols:
+            names = [x.strip().removesuffix("USDT") for x in a.symbols.split(",")]
+            fit_sym = ["--symbols", a.symbols, "--names", ",".join(names), "--base", held_out_base(names, out)]
+        bt_sym = (["--symbols", a.symbols] if a.symbols else []) + (["--data", a.data] if a.data else [])
+        sh(*cli, "fit", *data, *fit_sym, "--start", a.fit_start, "--end", a.fit_end, *flags, "--out", str(cfg))
         bt = out / f"backtest_{tag}"
-        sh(*cli, "backtest", str(cfg), "--start", a.start, "--end", a.end, "--paths", str(a.paths),
+        sh(*cli, "backtest", str(cfg), *bt_sym, "--start", a.start, "--end", a.end, "--paths", str(a.paths),
            "--out", str(bt), "--no-progress", *bt_flags)
         res[name] = (pd.read_csv(bt / "liquidation_cases.csv"), pd.read_csv(bt / "var_series.csv"))
     print(table(res))
+
+
+def held_out_base(names: list, out: Path) -> str:
+    """A base config for ``perpjax fit`` of assets the packaged default does not list: the default's first
+    ``len(names)`` assets renamed (their depth, spread and ladders kept: venue settings that prices do not
+    estimate and the backtest's isolated cases do not use), accounts on other assets dropped."""
+    import yaml
+
+    from perpjax.config import default_config_path
+
+    cfg = yaml.safe_load(Path(default_config_path()).read_text())
+    old = [x["name"] for x in cfg["assets"]]
+    if len(names) > len(old):
+        raise SystemExit(f"--symbols: at most {len(old)} assets (the default config's)")
+    rename = dict(zip(old, names))
+    cfg["assets"] = [{**x, "name": rename[x["name"]]} for x in cfg["assets"][:len(names)]]
+    cfg["correlation"] = [row[:len(names)] for row in cfg["correlation"][:len(names)]]
+    cfg["ladders"] = {rename[k]: v for k, v in cfg["ladders"].items() if k in rename}
+    accounts = [acc for acc in cfg["book"]["accounts"] if all(p["asset"] in rename for p in acc["positions"])]
+    for acc in accounts:
+        acc["positions"] = [{**p, "asset": rename[p["asset"]]} for p in acc["positions"]]
+    cfg["book"] = {"accounts": accounts}
+    path = out / ("base-" + "-".join(names) + ".yaml")
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(path)
 
 
 def diagnose(residuals_file: str, block: int = 24, draws: int = 200_000) -> str:
