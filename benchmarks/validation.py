@@ -98,7 +98,7 @@ def held_out_base(names: list, out: Path) -> str:
     old = [x["name"] for x in cfg["assets"]]
     if len(names) > len(old):
         raise SystemExit(f"--symbols: at most {len(old)} assets (the default config's)")
-    rename = dict(zip(old, names))
+    rename = dict(zip(old[:len(names)], names, strict=True))
     cfg["assets"] = [{**x, "name": rename[x["name"]]} for x in cfg["assets"][:len(names)]]
     cfg["correlation"] = [row[:len(names)] for row in cfg["correlation"][:len(names)]]
     cfg["ladders"] = {rename[k]: v for k, v in cfg["ladders"].items() if k in rename}

@@ -151,6 +151,9 @@ class PriceModel(eqx.Module):
         block_bars: historical only, static: innovations per bootstrap block. 1: each bar (each step
             without bars) draws an independent residual vector; B > 1: moving blocks of B consecutive
             vectors (``innovations.block_uniform``), one uniform per block drawn at the block index.
+        block_starts, block_count: a block bootstrap of a sample with gaps (``innovations.block_starts``):
+            the (n - B + 1,) int32 first rows of the blocks of consecutive bars, ``count`` of them valid
+            (a ``()`` int32); None: every block is (no gaps), the first row ``floor(u (n - B + 1))``.
     """
 
     s0: jax.Array
@@ -162,6 +165,8 @@ class PriceModel(eqx.Module):
     jump_std: jax.Array
     jump_cdf: jax.Array | None = None
     residuals: jax.Array | None = None
+    block_starts: jax.Array | None = None
+    block_count: jax.Array | None = None
     student: I.StudentLaw | None = None
     innovations: str = eqx.field(static=True, default="gaussian")
     jumps: bool = eqx.field(static=True, default=False)
@@ -199,13 +204,25 @@ class PriceModel(eqx.Module):
             raise ValueError("block_bars: a block bootstrap needs historical innovations (a residual sample)")
         if self.residuals is not None and self.block_bars > np.shape(self.residuals)[0]:
             raise ValueError(f"block_bars: {self.block_bars} exceeds the {np.shape(self.residuals)[0]} residual rows")
+        if (self.block_starts is None) != (self.block_count is None):
+            raise ValueError("block_starts, block_count: both or neither")
+        if self.block_starts is not None:
+            if self.block_bars == 1:
+                raise ValueError("block_starts: only with a block bootstrap (block_bars > 1)")
+            rows = np.shape(self.residuals)[0] - self.block_bars + 1
+            shape("block_starts", self.block_starts, (rows,))
+            c = int(np.asarray(self.block_count))
+            first = np.asarray(self.block_starts)[:c]
+            if not (1 <= c <= rows and np.all(first >= 0) and np.all(first < rows)):
+                raise ValueError(f"block_starts: need 1 <= block_count <= {rows} first rows in 0 .. {rows - 1}")
 
     @classmethod
     def build(cls, s0, vol, drift, correlation, *, innovations="gaussian", nu=5.0,
               jump_intensity=None, jump_mean=None, jump_std=None, dt_years=None, dtype=jnp.float32,
-              residuals=None, bar_steps=1, block_bars=1):
+              residuals=None, bar_steps=1, block_bars=1, block_starts=None):
         """Build from a correlation matrix (validated) rather than a factor. ``residuals``: the
-        standardised sample of historical innovations, whose correlation then replaces ``correlation``."""
+        standardised sample of historical innovations, whose correlation then replaces ``correlation``;
+        ``block_starts``: ``innovations.block_starts``'s ``(starts, count)`` or None."""
         s0 = np.atleast_1d(np.asarray(s0, np.float64))
         n = s0.shape[0]
         L = correlation_factor(shape("correlation", correlation, (n, n)))
@@ -232,6 +249,8 @@ class PriceModel(eqx.Module):
                    jump_cdf=None if cdf is None else arr(cdf), factor=arr(L),
                    jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
                    residuals=None if residuals is None else arr(residuals), innovations=innovations,
+                   block_starts=None if block_starts is None else jnp.asarray(block_starts[0], jnp.int32),
+                   block_count=None if block_starts is None else jnp.asarray(block_starts[1], jnp.int32),
                    student=I.StudentLaw.build(nu, dtype) if innovations == "student_t" else None,
                    jumps=jumps, max_jumps=max_jumps, bar_steps=int(bar_steps), block_bars=int(block_bars))
 
@@ -283,7 +302,8 @@ class PriceModel(eqx.Module):
         g = R.draw(pkey, (t - 1) // self.group_steps + 1, spec, dtype)
         if self.block_bars == 1:
             return g
-        return I.block_uniform(g, (t - 1) // self.bar_steps, self.residuals.shape[0], self.block_bars)
+        return I.block_uniform(g, (t - 1) // self.bar_steps, self.residuals.shape[0], self.block_bars,
+                               self.block_starts, self.block_count)
 
     def _unit_draw(self, d: dict, streams: dict):
         """(z, w) of one innovation draw: normals and the t mixing variable, or the resampled vector."""

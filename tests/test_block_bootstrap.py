@@ -11,6 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -92,3 +93,72 @@ def test_block_bars_is_checked(tmp_path):
         _model(tmp_path, _ar_sample(), block=5000)
     with pytest.raises(ConfigError, match=r"innovations.block_bars"):
         _model(tmp_path, _ar_sample(), block=0)
+
+
+def test_blocks_never_join_the_two_sides_of_a_gap(tmp_path):
+    """A residual file whose times miss bars (a row the fit dropped, data gaps): every simulated block is
+    a run of consecutive bars and its first row is uniform over the valid starts only."""
+    from perpjax.innovations import block_starts
+
+    z = _ar_sample(n=600)
+    times = 3600 * np.arange(600, dtype=np.int64)
+    times[100:] += 3600  # a missing bar before row 100 ...
+    times[400:] += 7200  # ... and two before row 400
+    starts, count = block_starts(times, 3600.0, B)
+    valid = [s for s in range(600 - B + 1) if not (s < 100 < s + B or s < 400 < s + B)]
+    assert count == len(valid) and list(starts[:count]) == valid
+    assert block_starts(3600 * np.arange(600), 3600.0, B) is None  # no gaps: the plain bootstrap, bit for bit
+    assert block_starts(times, 3600.0, 1) is None and block_starts(None, 3600.0, B) is None
+    with pytest.raises(ValueError, match="no run of 24 consecutive"):
+        block_starts(3600 * np.arange(0, 200, 2), 3600.0, B)
+
+    p = tmp_path / "gaps.npz"
+    np.savez(p, residuals=z, assets=np.array(["A", "B"]), bar_seconds=3600.0, times=times)
+    cfg = pair_config(step=3600.0, horizon=2 * 86400.0, dtype="float64",
+                      innovations={"kind": "historical", "residuals": str(p), "block_bars": B})
+    model = build_model(cfg)[0]
+    sample = np.asarray(model.prices.residuals)
+    keys = R.path_key(R.seed_key(11), jnp.arange(3000, dtype=jnp.uint32))
+    steps = jnp.arange(1, 2 * B + 1, dtype=jnp.int32)
+    got = np.asarray(jax.jit(jax.vmap(lambda k: jax.vmap(lambda t: model.prices.draw(k, t).z)(steps)))(keys))
+    rows = np.array([[np.flatnonzero(np.all(sample == v, axis=1))[0] for v in path] for path in got])
+    for blk in (rows[:, :B], rows[:, B:]):
+        assert np.all(np.diff(blk, axis=1) == 1)
+        assert np.all(np.diff(times[blk], axis=1) == 3600)  # consecutive bars, never across a gap
+    first = np.concatenate([rows[:, 0], rows[:, B]])
+    assert set(first) <= set(valid)
+    edges = np.linspace(0, len(valid), 11).astype(int)  # 10 cells of valid starts
+    cells = np.add.reduceat(np.bincount(np.searchsorted(valid, first), minlength=len(valid)), edges[:-1])
+    want = len(first) * np.diff(edges) / len(valid)
+    assert stats.chisquare(cells, want).pvalue > 1e-3, cells
+
+
+def test_auto_block_length_and_a_refit_keeps_the_configs_blocks(tmp_path):
+    """``--block-bars auto`` is round(n^(1/4)) of the rows written; a backtest refit of a config with
+    blocks bootstraps in blocks of the same length."""
+    import yaml
+
+    from perpjax import estimate
+    from perpjax.cli import main
+    from perpjax.cli.backtest import _refitter
+    from perpjax.innovations import auto_block_bars
+
+    assert [auto_block_bars(n) for n in (1, 16, 8712, 11152, 50_000)] == [1, 2, 10, 10, 15]
+    from .test_backtest import _config, _gbm_bars
+
+    _gbm_bars(tmp_path / "bars.csv", 0.6, days=40, sub=4, seed=3)
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(_config(0.6)))
+    out = tmp_path / "fit.yaml"
+    assert main(["fit", str(tmp_path / "bars.csv"), "--symbols", "XUSDT", "--names", "X", "--base", str(base),
+                 "--conditional", "--block-bars", "auto", "--stress", "quantile", "--lookback-days", "10",
+                 "--out", str(out)]) == 0
+    cfg = yaml.safe_load(out.read_text())
+    rows = len(np.load(tmp_path / "fit.residuals.npz")["residuals"])
+    assert cfg["innovations"]["block_bars"] == auto_block_bars(rows) == round(rows ** 0.25)
+    cfg["innovations"]["block_bars"] = 7
+    closes = estimate.read_prices(tmp_path / "bars.csv")
+    refit = _refitter(cfg, closes, {"X": "XUSDT"}, 20.0, True, tmp_path / "refits")
+    new = refit(int(pd.Timestamp("2021-02-05", tz="UTC").timestamp()))
+    assert new["innovations"]["block_bars"] == 7 and new["innovations"]["kind"] == "historical"
+    build_model(new)

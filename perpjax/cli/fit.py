@@ -8,6 +8,7 @@ beside the config (``estimate.write_residuals``); ``perpjax filter`` moves the s
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 STRESS_FALLBACK_CHOICES = ("quantile", "calm", "error")
@@ -32,9 +33,10 @@ def register(sub) -> None:
                          "section (the residuals keep the jump bars)")
     ft.add_argument("--lookback-days", type=float, default=90.0,
                     help="--conditional: days of bars the state is filtered over (default 90)")
-    ft.add_argument("--block-bars", type=int, default=1,
+    ft.add_argument("--block-bars", type=_block_bars, default=1, metavar="N|auto",
                     help="--conditional: bootstrap the residuals in moving blocks of N consecutive bars "
-                         "(innovations.block_bars; default 1: independent rows)")
+                         "(innovations.block_bars; default 1: independent rows); auto: round(n^(1/4)) of the n "
+                         "residual rows (Hall, Horowitz & Jing 1995; 10 for a year of hourly bars)")
     ft.add_argument("--max-residuals", type=int, default=50_000,
                     help="--conditional: keep the most recent N residual rows (default 50000)")
     ft.add_argument("--stress", choices=("drawdown", "quantile"), default="drawdown",
@@ -56,6 +58,19 @@ def register(sub) -> None:
                     help="keep the base book's entries and collateral as they are (default: rebased to the "
                          "fitted prices, leverage kept)")
     ft.set_defaults(func=run_command)
+
+
+def _block_bars(text: str):
+    """``--block-bars``: a whole number >= 1, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1 or 'auto' (got {text!r})")
+    return n
 
 
 def _fit(a, closes, symbols):
@@ -121,6 +136,7 @@ def run_command(a) -> int:
 
     from .. import estimate, replay
     from ..config import ConfigError, build_model, load_config
+    from ..innovations import auto_block_bars
     from ..io import atomic_write_text
 
     symbols = [x.strip() for x in a.symbols.split(",") if x.strip()]
@@ -149,18 +165,20 @@ def run_command(a) -> int:
                                        stress_drawdown=g["stress_drawdown"],
                                        stress_halflife_bars=g["stress_halflife_bars"], bar_seconds=res.bar_seconds,
                                        lookback_seconds=a.lookback_days * 86400, jump_threshold=a.jump_threshold)
-            cfg = estimate.conditional_config(cfg, estimate.market_state(st), res_path.name, res.bar_seconds,
-                                              block_bars=a.block_bars)
             out.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_npz = tempfile.mkstemp(dir=out.parent, prefix=f".{res_path.name}.", suffix=".npz")
             os.close(fd)
             info = estimate.write_residuals(tmp_npz, res, names, max_rows=a.max_residuals)
+            block = auto_block_bars(info["rows"]) if a.block_bars == "auto" else a.block_bars
+            cfg = estimate.conditional_config(cfg, estimate.market_state(st), res_path.name, res.bar_seconds,
+                                              block_bars=block)
             check = estimate.conditional_config(cfg, cfg["market_state"], str(Path(tmp_npz).resolve()),
-                                                res.bar_seconds, block_bars=a.block_bars)
+                                                res.bar_seconds, block_bars=block)
             notes.append(f"market_state filtered over {st.n_bars} bars to {cfg['market_state']['time']}; innovations: "
                          f"{info['rows']} GARCH-standardised residual rows of the fit window in {res_path.name}"
                          + (" (the most recent; older rows dropped)" if info["truncated"] else "")
-                         + "; jumps section dropped (the residuals keep the jump bars)")
+                         + "; jumps section dropped (the residuals keep the jump bars)"
+                         + (f"; bootstrapped in moving blocks of {block} bars" if block > 1 else ""))
         build_model(check)  # the written config must be valid as it stands
     except (ValueError, ConfigError) as e:
         if tmp_npz is not None:

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine import RiskModel
 from ..engine.driver import local_devices
 from ..guardrails import CircuitBreaker, enforce_initial_margin, enforce_open_interest
-from ..innovations import load_residuals
+from ..innovations import block_starts, load_residuals
 from ..liquidation import DepthModel, Liquidation
 from ..margin import Book, BookLabels, Ladder, generate_book
 from ..market import Basis, Funding, MarkPrice, Oracle
@@ -47,12 +47,12 @@ def build_model(cfg: dict):
         raise ConfigError("jumps: not with innovations.kind 'historical': the residual sample keeps the fit window's "
                           "jump bars, so simulated jumps would count them twice (drop the jumps section; "
                           "`perpjax fit --conditional` writes none)")
-    residuals, bar_steps = innovation_inputs(inn, grid, names)
+    residuals, bar_steps, starts = innovation_inputs(inn, grid, names)
     prices = wrapped(
         "assets/correlation/innovations/jumps", PriceModel.build,
         [a["price"] for a in assets], [a["vol"] for a in assets], [a["drift"] for a in assets], corr,
         innovations=inn["kind"], nu=float(inn["nu"]), residuals=residuals, bar_steps=bar_steps,
-        block_bars=int(inn["block_bars"]),
+        block_bars=int(inn["block_bars"]), block_starts=starts,
         jump_intensity=num_list(j["intensity_per_year"], "jumps.intensity_per_year", n) if j else None,
         jump_mean=num_list(j["mean"], "jumps.mean", n) if j else None,
         jump_std=num_list(j["std"], "jumps.std", n) if j else None, dt_years=grid.dt_years, dtype=dtype)
@@ -143,7 +143,8 @@ def build_model(cfg: dict):
 
 
 def innovation_inputs(inn: dict, grid, names) -> tuple:
-    """(standardised residual sample or None, steps per bar) of the ``innovations`` section.
+    """(standardised residual sample or None, steps per bar, the block starts of a sample with gaps or
+    None: ``innovations.block_starts``) of the ``innovations`` section.
 
     ``bar_seconds`` B (default: the step) must be a whole multiple m of the step: the innovation is
     drawn per bar and bridged inside it (``paths.bar_step``). Historical innovations need
@@ -157,11 +158,11 @@ def innovation_inputs(inn: dict, grid, names) -> tuple:
         for key, unset in (("residuals", inn["residuals"] is None), ("block_bars", inn["block_bars"] == 1)):
             if not unset:
                 raise ConfigError(f"innovations.{key}: only with kind 'historical' (kind is {inn['kind']!r})")
-        return None, int(round(m))
+        return None, int(round(m)), None
     if inn["residuals"] is None:
         raise ConfigError("innovations.residuals: required with kind 'historical' (an npz of standardised residuals)")
     try:
-        sample, fitted = load_residuals(inn["residuals"], names)
+        sample, fitted, times = load_residuals(inn["residuals"], names, with_times=True)
     except ValueError as e:
         raise ConfigError(f"innovations.residuals: {e}") from None
     if abs(fitted - bar) > 1e-6 * bar:
@@ -171,4 +172,8 @@ def innovation_inputs(inn: dict, grid, names) -> tuple:
     if inn["block_bars"] > len(sample):
         raise ConfigError(f"innovations.block_bars: {inn['block_bars']} bars per block, more than the "
                           f"{len(sample)} residual rows")
-    return sample, int(round(m))
+    try:
+        starts = block_starts(times, fitted, int(inn["block_bars"]))
+    except ValueError as e:
+        raise ConfigError(f"innovations.{e}") from None
+    return sample, int(round(m)), starts
