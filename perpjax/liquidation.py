@@ -55,8 +55,9 @@ class Liquidation(eqx.Module):
         * ``full``: close every position of the unit at the depth-model fill.
         * ``buffer`` (Drift style): close the smallest pro-rata fraction of every
           position of the unit that restores ``equity >= MM + buffer * notional``
-          at mark after paying slippage and fee (bisection, 2^-14 resolution,
-          rounded up so health is restored).
+          at mark after paying slippage and fee: bracketed by a bisection, then
+          Newton's method to the dtype's precision and rounded up to the first
+          float whose health is >= 0 (``drift.min_close_fraction``'s root).
         * ``tier_step`` (Binance / BitMEX style): each position is cut to the
           floor of its tier, i.e. steps down one tier per check; a position in the
           first tier is closed in full.
@@ -95,7 +96,10 @@ class Liquidation(eqx.Module):
             exact root by the implicit function theorem, ``df/dp = -(dg/dp) / (dg/df)`` with ``g`` the
             health margin after the cut (slope from the final bracket); the value is unchanged. Used
             by calibration; off in the hard engine (it costs two more margin evaluations).
-        bisection_steps: bisection iterations for the minimal cut (2^-steps resolution).
+        bisection_steps: bisection iterations that bracket the minimal cut (2^-steps wide).
+        newton_steps: Newton steps from the bracket's unhealthy end to the exact root (fixed, unrolled:
+            quadratic convergence from a 2^-14 bracket reaches float64 precision in 3); 0 keeps the
+            bisection's healthy end (2^-steps resolution, rounded up).
         ledger: keep every term of each unit's equity change (mark-to-market, basis) so value
             conservation can be audited path by path (off by default: it costs per-step traffic).
         backstop, throttled: whether the backstop / throttle is on. They shape the compiled program,
@@ -123,6 +127,7 @@ class Liquidation(eqx.Module):
     throttled: bool | None = eqx.field(static=True, default=None)
     implicit_grad: bool = eqx.field(static=True, default=False)  # calibration: d(minimal cut)/d(params)
     bisection_steps: int = eqx.field(static=True, default=14)
+    newton_steps: int = eqx.field(static=True, default=3)
 
     def __post_init__(self):
         for flag, name, value in (("backstop", "backstop_ratio", self.backstop_ratio),
@@ -333,7 +338,8 @@ class Liquidation(eqx.Module):
 
     def _min_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac, *, buffer):
         """Per unit, the smallest pro-rata fraction f with
-        equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest) (bisection, rounded up)."""
+        equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest) (bracketed by bisection, then Newton
+        to the dtype's precision, rounded up: ``_exact_cut``)."""
         def margin(f_u):  # health after cutting every position of the unit by f: >= 0 is healthy
             q = size * unit(f_u)
             fill, _ = self._fill(q, mid, asset, dfac)
@@ -352,13 +358,43 @@ class Liquidation(eqx.Module):
             ok = (midf > p) | (margin(jax.lax.stop_gradient(midf)) >= 0)
             hi, lo = jnp.where(ok, midf, hi), jnp.where(ok, lo, midf)
         hi, lo = jax.lax.stop_gradient(hi), jax.lax.stop_gradient(lo)
+        cut, slope = _exact_cut(margin, lo, hi, self.newton_steps) if self.newton_steps else (hi, None)
         if not self.implicit_grad:
-            return hi
-        g_hi = margin(hi)
-        slope = jax.lax.stop_gradient((g_hi - margin(lo)) / (hi - lo))
+            return cut
+        g = margin(cut)
+        if slope is None:  # the bracket's secant
+            slope = jax.lax.stop_gradient((g - margin(lo)) / (hi - lo))
         inside = (lo > 0) & (hi < 1) & (slope > 0)  # a root inside (0, 1): else the cut is pinned at a bound
-        step = (g_hi - jax.lax.stop_gradient(g_hi)) / jnp.where(inside, slope, 1.0)
-        return hi - jnp.where(inside, step, 0.0)
+        step = (g - jax.lax.stop_gradient(g)) / jnp.where(inside, slope, 1.0)
+        return cut - jnp.where(inside, step, 0.0)
+
+
+NUDGES = 8  # candidate floats above the Newton iterate: +0, 1, 2, 4, ... 64 ulps
+
+
+def _exact_cut(margin, lo, hi, steps: int):
+    """The smallest root of the concave ``margin`` in the bracket ``[lo, hi]`` (``margin(lo) < 0 <=
+    margin(hi)`` where a root lies inside), to the dtype's precision, rounded up; and ``margin``'s slope there.
+
+    Newton's method from ``lo`` with the slope by ``jax.jvp``: on a concave function rising through its
+    root the tangent lies above it, so each iterate stays at or below the root and the error squares each
+    step (``drift.min_close_fraction``, whose while loop this unrolls a fixed ``steps`` times from the
+    bisection's bracket). The iterate is then rounded up: the first of ``f + 0, 1, 2, 4, .. ulps`` whose
+    computed health is >= 0 (one vmapped evaluation), else ``hi`` (healthy, or 1 where nothing is)."""
+    one = jnp.ones_like(lo)
+    f = lo
+    for _ in range(steps):
+        h, d = jax.lax.stop_gradient(jax.jvp(margin, (f,), (one,)))
+        step = jnp.where((h < 0) & (d > 0), -h / jnp.where(d > 0, d, 1.0), 0.0)
+        f = jnp.clip(f + step, lo, hi)
+    ulp = jnp.nextafter(f, 2.0 * one) - f
+    k = jnp.concatenate([jnp.zeros((1,), f.dtype), 2.0 ** jnp.arange(NUDGES - 1, dtype=f.dtype)])
+    cand = jnp.minimum(f[None, :] + k[:, None] * ulp[None, :], hi[None, :])
+    ok = jax.lax.stop_gradient(jax.vmap(margin)(cand)) >= 0
+    first = jnp.argmax(ok, axis=0)
+    cut = jnp.where(jnp.any(ok, axis=0), jnp.take_along_axis(cand, first[None, :], axis=0)[0], hi)
+    _, slope = jax.lax.stop_gradient(jax.jvp(margin, (cut,), (one,)))
+    return jax.lax.stop_gradient(cut), slope
 
 
 HEALTH_GRID = 32  # cut fractions tried per pass of ``_healthy_cut`` (two passes: 1/32, then 1/512 wide)

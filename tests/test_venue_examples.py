@@ -325,9 +325,11 @@ def test_min_close_fraction_exact_with_a_square_root_book_and_tiers():
         assert abs(f[i] - min(u) ** 2) * n < 1e-6
 
 
-def test_min_close_fraction_agrees_with_the_engines_bisection():
-    """The engine's ``buffer`` mode bisects the same health to 2^-14 (rounded up): the exact root lies in its
-    last bracket."""
+def test_min_close_fraction_is_the_engines_cut():
+    """The engine's ``buffer`` mode cut is the calculator's exact root (to a few ulps, rounded up to a healthy
+    float); with ``newton_steps=0`` it is the bisection's 2^-14 bracket end above the root."""
+    import dataclasses
+
     from perpjax.liquidation import DepthModel, Liquidation
     from perpjax.margin import Ladder
 
@@ -353,7 +355,13 @@ def test_min_close_fraction_agrees_with_the_engines_bisection():
     assert np.all(np.asarray(health(jnp.zeros(2))) < 0)
     f = drift.min_close_fraction(health, 2)
     assert np.all(np.asarray(health(f)) >= 0)
-    assert np.all(np.asarray(f) <= np.asarray(hi)) and np.all(np.asarray(f) > np.asarray(hi) - 2.0**-14)
+    cut = np.asarray(hi)
+    assert np.all(np.asarray(health(jnp.asarray(cut))) >= 0)
+    np.testing.assert_allclose(cut, np.asarray(f), rtol=1e-14)
+    old = dataclasses.replace(liq, newton_steps=0)._min_fraction(coll, size, entry, mid, mark, asset, spread, unit_sum,
+                                                                 lad, None, buffer=liq.buffer)
+    assert np.all(np.asarray(f) <= np.asarray(old)) and np.all(np.asarray(f) > np.asarray(old) - 2.0**-14)
+    assert np.all(np.asarray(old) - cut > 1e-9)  # the bisection's rounding up, gone
     fj = jax.jit(lambda: drift.min_close_fraction(health, 2))()  # jitted: the same root to the last ulps
     np.testing.assert_allclose(np.asarray(fj), np.asarray(f), rtol=1e-14)
 
@@ -401,7 +409,7 @@ def test_buffer_cut_is_the_smallest_root_when_health_dips_again():
     no fee, slip(n) = 0.2 sqrt(n / $1000), collateral 98: h(f) = -2 + 100 f - 200 f^1.5, a cubic in sqrt(f)
     with two roots in (0, 1). A bisection of [0, 1] that trusts one sign change sees h(0.5) < 0 and closes in
     full into bad debt (what the engine did before); the cut must be the smallest root, rounded up by at most
-    the bisection's 2^-14."""
+    a few ulps (the engine's Newton polish of the bisection's bracket)."""
     from perpjax.liquidation import DepthModel, Liquidation
     from perpjax.margin import Ladder
 
@@ -416,4 +424,4 @@ def test_buffer_cut_is_the_smallest_root_when_health_dips_again():
     f1 = u[0] ** 2
     h = lambda f: -2 + 100 * f - 200 * f**1.5  # noqa: E731
     assert h(0.5) < 0 and h(1.0) < 0 <= h(cut)
-    assert f1 <= cut < f1 + 2.0**-14, (cut, f1)
+    assert f1 <= cut <= f1 * (1 + 1e-14), (cut, f1)

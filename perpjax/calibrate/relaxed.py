@@ -25,8 +25,8 @@ mean-field state: with probability ``h_t`` the unit moves to the state after the
 hard engine path by path (tested for all three modes). The ``fraction`` parameter gets a gradient;
 the switch to a full close when a partial fill would be bankrupt is not relaxed (the objective
 jumps there). ``buffer``'s cut, and the minimal close behind the fairness terms
-(``over_liquidation``, ``excess_cost``), come from a bisection, piecewise constant in the
-parameters; the relaxed engine gives them the exact root's gradient by the implicit function
+(``over_liquidation``, ``excess_cost``), come from a root search (bisection, then Newton) carrying no
+gradient; the relaxed engine gives them the exact root's gradient by the implicit function
 theorem (``Liquidation.implicit_grad``), so the buffer and the fairness terms are tuned too.
 
 **Scope** (``check_calibratable``): no ADL, backstop, delay, throttle, cooldown or bridge, no depth
