@@ -287,7 +287,9 @@ def test_cli_fit_conditional_then_filter(tmp_path, capsys):
     assert rc == 0, err
     assert "nu " in text and "(SE " in text and "stress correlation" in text and "calm correlation" in text
     cfg = yaml.safe_load(out.read_text())
-    assert cfg["innovations"] == {"kind": "historical", "residuals": "fitted.residuals.npz", "bar_seconds": 3600.0}
+    # moving blocks of round(n^(1/4)) bars by default (1799 rows: 7)
+    assert cfg["innovations"] == {"kind": "historical", "residuals": "fitted.residuals.npz", "bar_seconds": 3600.0,
+                                  "block_bars": 7}
     assert "jumps" not in cfg and cfg["garch"]["fitted_seconds"] == 3600.0
     assert cfg["market_state"]["time"] == pd.Timestamp(end, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
     res = F.read_residuals(tmp_path / "fitted.residuals.npz")
@@ -347,8 +349,12 @@ def test_cli_fit_conditional_block_bootstrap(tmp_path, capsys):
     assert cfg["innovations"]["block_bars"] == 24 and "jumps" not in cfg
     assert build_model(load_config(out))[0].prices.block_bars == 24
     bad = tmp_path / "bad.yaml"
-    rc, _, err = _main(["fit", *files, "--conditional", "--block-bars", 0, "--end", end, "--out", bad], capsys)
-    assert rc == 2 and "innovations.block_bars" in err, err
+    with pytest.raises(SystemExit) as e:  # argparse: exit 2, the flag named
+        _main(["fit", *files, "--conditional", "--block-bars", 0, "--end", end, "--out", bad], capsys)
+    assert e.value.code == 2 and "--block-bars" in capsys.readouterr().err
+    iid = tmp_path / "iid.yaml"
+    assert _main(["fit", *files, "--conditional", "--block-bars", 1, "--end", end, "--out", iid], capsys)[0] == 0
+    assert "block_bars" not in yaml.safe_load(iid.read_text())["innovations"]
     assert not bad.exists() and not list(tmp_path.glob("bad*"))
 
 

@@ -33,10 +33,11 @@ def register(sub) -> None:
                          "section (the residuals keep the jump bars)")
     ft.add_argument("--lookback-days", type=float, default=90.0,
                     help="--conditional: days of bars the state is filtered over (default 90)")
-    ft.add_argument("--block-bars", type=_block_bars, default=1, metavar="N|auto",
+    ft.add_argument("--block-bars", type=_block_bars, default="auto", metavar="N|auto",
                     help="--conditional: bootstrap the residuals in moving blocks of N consecutive bars "
-                         "(innovations.block_bars; default 1: independent rows); auto: round(n^(1/4)) of the n "
-                         "residual rows (Hall, Horowitz & Jing 1995; 10 for a year of hourly bars)")
+                         "(innovations.block_bars; 1: independent rows); default auto: round(n^(1/4)) of the n "
+                         "residual rows (Hall, Horowitz & Jing 1995; 10 for a year of hourly bars; chosen on "
+                         "held-out assets, benchmarks/VALIDATION.md)")
     ft.add_argument("--max-residuals", type=int, default=50_000,
                     help="--conditional: keep the most recent N residual rows (default 50000)")
     ft.add_argument("--stress", choices=("drawdown", "quantile"), default="drawdown",
