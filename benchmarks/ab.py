@@ -37,6 +37,11 @@ def main() -> None:
     from perpjax.random import seed_key
 
     assert Path(perpjax.__file__).resolve().is_relative_to(tree), perpjax.__file__
+    try:
+        from perpjax.io import cpu_model
+    except ImportError:  # a tree older than perpjax.io.cpu_model
+        def cpu_model():
+            return platform.processor() or platform.machine()
     cfg = None if a.config == "default" else Path(__file__).resolve().parent / "workload.yaml"
     model = build_model(load_config(cfg))[0]
     key = seed_key(0)
@@ -48,7 +53,7 @@ def main() -> None:
         best = min(best, time.perf_counter() - t0)
     ns = best / (a.paths * model.grid.n_steps) * 1e9
     print(json.dumps({"tree": str(tree), "config": a.config, "paths": a.paths, "steps": model.grid.n_steps,
-                      "ns_per_path_step": round(ns, 1), "cpu": platform.processor() or platform.machine(),
+                      "ns_per_path_step": round(ns, 1), "cpu": cpu_model(),
                       "jax": jax.__version__}))
 
 
