@@ -28,8 +28,8 @@ import pandas as pd
 # name -> (tag, `perpjax fit` flags, `perpjax backtest` flags)
 MODELS = {
     "unconditional": ("unconditional", [], ["--no-conditional"]),
-    "conditional FHS": ("conditional", ["--conditional"], ["--conditional"]),
-    "conditional FHS, monthly refit": ("refit", ["--conditional"],
+    "conditional FHS": ("conditional", ["--conditional", "--block-bars", "1"], ["--conditional"]),
+    "conditional FHS, monthly refit": ("refit", ["--conditional", "--block-bars", "1"],
                                        ["--conditional", "--refit-every", "30", "--fit-window-days", "365"]),
     "FHS, daily blocks": ("block", ["--conditional", "--block-bars", "24"], ["--conditional"]),
     "FHS, daily blocks, monthly refit": ("block_refit", ["--conditional", "--block-bars", "24"],

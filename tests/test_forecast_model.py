@@ -211,6 +211,31 @@ def test_historical_draws_whole_standardised_vectors(tmp_path):
     assert abs(sk[1] - sk_sample[1]) < 0.5 and sk_sample[1] > 0.5
 
 
+def test_historical_returns_keep_the_samples_own_variance(tmp_path):
+    """FHS returns are vol x sqrt(v) x z with z the file's rows as written (demeaned): a fit's residuals keep
+    the jump bars around a non-jump variance target, so their variance k^2 > 1 is the data's excess over
+    ``assets.vol``. The simulated hourly return variance is vol^2 dt k^2 (within 4 SE), the GARCH update
+    sees the unit-variance sample (its variance ratio stays at its target), and the model's vol is vol k."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((4000, 2))
+    z[rng.choice(4000, 40, replace=False), 1] = rng.choice([-9.0, 11.0], 40)  # "jump bars" of asset B
+    k = z.std(axis=0)
+    assert k[1] > 1.15
+    cfg = pair_config(step=3600.0, horizon=3600.0, garch=GARCH, dtype="float64",
+                      innovations={"kind": "historical", "residuals": str(residual_file(tmp_path, z=z))})
+    model = build_model(cfg)[0]
+    vol = np.array([a["vol"] for a in cfg["assets"]])
+    np.testing.assert_allclose(np.asarray(model.prices.vol), vol * k, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(model.prices.residuals).std(axis=0), 1.0, rtol=1e-12)
+    r, v2 = market_paths(model, 20000)
+    dt = model.grid.dt_years
+    x = r[:, 0, :] + 0.5 * (vol * k) ** 2 * dt  # the Ito correction of the effective vol
+    m, se = (x**2).mean(axis=0), (x**2).std(axis=0) / math.sqrt(len(x))
+    want = vol**2 * dt * k**2
+    assert np.all(np.abs(m - want) < 4 * se), (m / (vol**2 * dt), k**2, se / (vol**2 * dt))
+    assert abs(m[1] - vol[1] ** 2 * dt) > 4 * se[1]  # the unit-variance reading is refused for B
+
+
 @pytest.mark.parametrize("kind", ["historical", "student_t"])
 def test_results_do_not_depend_on_chunking(tmp_path, kind):
     inn = {"kind": kind, "nu": 4.0, "bar_seconds": 3600}
