@@ -7,6 +7,7 @@ import io
 import time
 from dataclasses import dataclass
 
+import jax
 import pandas as pd
 
 from ..config import ConfigError, apply_overrides, build_model
@@ -62,6 +63,10 @@ def simulate_sets(sets, *, seed: int, n_paths: int, chunk_size="auto", devices=N
                         "chunk_paths_per_set": g.chunk,
                         "compiles": g.compiles, "compile_seconds": round(g.compile_seconds, 3),
                         "wall_seconds": round(g.wall_seconds, 3)})
+        # A group's kernels are not needed again: drop them. Each CPU executable JAX keeps holds ~400 memory
+        # mappings, and a sweep of ~150 structural groups would reach vm.max_map_count (65,530), where XLA
+        # aborts the process (tests/conftest.py does the same per test module).
+        jax.clear_caches()
     return outcomes, records
 
 
