@@ -179,7 +179,9 @@ def run_command(a) -> int:
                          f"{info['rows']} GARCH-standardised residual rows of the fit window in {res_path.name}"
                          + (" (the most recent; older rows dropped)" if info["truncated"] else "")
                          + "; jumps section dropped (the residuals keep the jump bars)"
-                         + (f"; bootstrapped in moving blocks of {block} bars" if block > 1 else ""))
+                         + (f"; bootstrapped in moving blocks of {block} bars" if block > 1 else "")
+                         + "; the residuals' own std (jump bars included) scales the returns over assets.vol: "
+                         + ", ".join(f"{n} {k:.3f}" for n, k in zip(names, info["scale"], strict=True)))
         build_model(check)  # the written config must be valid as it stands
     except (ValueError, ConfigError) as e:
         if tmp_npz is not None:

@@ -60,7 +60,8 @@ def write_residuals(path, fit: MarketFit, names, *, max_rows: int | None = MAX_R
         max_rows: most recent rows kept.
 
     Returns:
-        dict: ``rows`` written, ``truncated`` (bool), ``start``, ``end`` of the fit window.
+        dict: ``rows`` written, ``truncated`` (bool), ``start``, ``end`` of the fit window, ``scale`` (k,) the
+        rows' std per asset (the factor FHS returns carry over ``assets.vol``: ``innovations``).
     """
     from ..io import atomic_write_npz
 
@@ -73,7 +74,7 @@ def write_residuals(path, fit: MarketFit, names, *, max_rows: int | None = MAX_R
     atomic_write_npz(os.fspath(path), residuals=z, assets=np.array(names, dtype=str),
                      symbols=np.array(fit.symbols, dtype=str), bar_seconds=np.float64(fit.bar_seconds),
                      start=np.int64(start), end=np.int64(end), times=t)
-    return {"rows": len(z), "truncated": len(z) < full, "start": start, "end": end}
+    return {"rows": len(z), "truncated": len(z) < full, "start": start, "end": end, "scale": z.std(axis=0)}
 
 
 def read_residuals(path) -> dict:
