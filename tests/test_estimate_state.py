@@ -319,8 +319,15 @@ def test_cli_fit_conditional_then_filter(tmp_path, capsys):
     rc, text, err = _main(["filter", out, *files, "--end", later, "--out", f2], capsys)
     assert rc == 0, err
     new = yaml.safe_load(f2.read_text())
-    assert {k: v for k, v in new.items() if k != "market_state"} == {k: v for k, v in cfg.items()
-                                                                      if k != "market_state"}
+    assert {k: v for k, v in new.items() if k not in ("market_state", "assets")} == {
+        k: v for k, v in cfg.items() if k not in ("market_state", "assets")}
+    # the paths start at the last close before the origin; every other asset field as fitted
+    last = closes.loc[closes.index < later, SYMS].iloc[-1].to_numpy()
+    assert [x["price"] for x in new["assets"]] == last.tolist()
+    assert [{**x, "price": 0} for x in new["assets"]] == [{**x, "price": 0} for x in cfg["assets"]]
+    kept = tmp_path / "kept.yaml"
+    assert _main(["filter", out, *files, "--end", later, "--out", kept, "--keep-prices"], capsys)[0] == 0
+    assert yaml.safe_load(kept.read_text())["assets"] == cfg["assets"]
     st2 = F.filter_state(closes, SYMS, later, alpha=g["alpha"], beta=g["beta"], var=g["var"],
                          stress_drawdown=g["stress_drawdown"], stress_halflife_bars=g["stress_halflife_bars"])
     assert new["market_state"] == F.market_state(st2)

@@ -2,9 +2,12 @@
 
 What a daily risk run does: the parameters stay as fitted (nothing is re-estimated); the GARCH
 variances and the stress regime are filtered through the bars before ``--end`` (``estimate.filter_state``:
-no bar at or after it is read) and only the ``market_state`` block of the file is replaced; every other
-line is kept as written (``innovations.residuals`` is re-pointed only when ``--out`` is in another
-directory, so the file still finds its residuals).
+no bar at or after it is read), the ``market_state`` block of the file is replaced and each asset's
+``price`` becomes the last close before the origin (the paths start there; ``--keep-prices`` leaves
+them). The book is kept as written: its entries and collateral are the positions' own, so a later
+origin marks them at the new prices, as a daily run of a real book must. Every other line is kept
+(``innovations.residuals`` is re-pointed only when ``--out`` is in another directory, so the file
+still finds its residuals).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ def register(sub) -> None:
     fl.add_argument("--symbols", help="comma-separated data symbols, one per config asset in order (default: the "
                                       "residual file's symbols, else NAME + USDT)")
     fl.add_argument("--lookback-days", type=float, default=90.0, help="days of bars filtered (default 90)")
+    fl.add_argument("--keep-prices", action="store_true",
+                    help="leave assets' price as written (default: the last close before the origin)")
     fl.add_argument("--jump-threshold", type=float, default=8.0,
                     help="bars flagged as jumps at this threshold enter as an average shock, as in the fit "
                          "(default 8; 0 = none)")
@@ -105,8 +110,13 @@ def run_command(a) -> int:
         st = estimate.filter_config_state(cfg, closes, symbols, origin, lookback_seconds=a.lookback_days * 86400,
                                           jump_threshold=a.jump_threshold or None)
         state = estimate.market_state(st)
-        build_model({**cfg, "market_state": state})  # the written config must be valid as it stands
+        assets = cfg["assets"] if a.keep_prices else [{**x, "price": float(p)}
+                                                       for x, p in zip(cfg["assets"], st.last_price, strict=True)]
+        build_model({**cfg, "market_state": state, "assets": assets})  # the written config must be valid
         text = src.read_text()
+        if not a.keep_prices:
+            text = replace_block(text, "assets", yaml.safe_dump({"assets": assets}, sort_keys=False,
+                                                                default_flow_style=None))
         note = f"{NOTE} over {st.n_bars} bars of {', '.join(symbols)} to {state['time']}; parameters as fitted\n"
         text = replace_block(text, "market_state", note + yaml.safe_dump({"market_state": state}, sort_keys=False),
                              NOTE)
@@ -126,5 +136,6 @@ def run_command(a) -> int:
         print(f"{n:8} {symbols[i]:10} {st.last_price[i]:12.6g} {st.variance_ratio[i]:10.4f} "
               f"{vol[i] * np.sqrt(st.variance_ratio[i]):10.4f} {vol[i]:10.4f} {int(st.jump_bars[i]):9d}")
     atomic_write_text(out, text)
-    print(f"\nwrote {out} (market_state only; run it: perpjax simulate {out})")
+    what = "market_state" + ("" if a.keep_prices else " and assets' prices")
+    print(f"\nwrote {out} ({what}; run it: perpjax simulate {out})")
     return 0
