@@ -316,28 +316,47 @@ def test_cli_fit_conditional_then_filter(tmp_path, capsys):
     assert yaml.safe_load(same.read_text()) == cfg
     later = int(closes.index[2200])
     f2 = tmp_path / "f2.yaml"
+    # the new prices would put the fitted (synthetic) book below maintenance: refused, nothing written
     rc, text, err = _main(["filter", out, *files, "--end", later, "--out", f2], capsys)
+    assert rc == 2 and "start below maintenance" in err and "--rebase-book" in err and not f2.exists(), err
+    rc, text, err = _main(["filter", out, *files, "--end", later, "--out", f2, "--rebase-book"], capsys)
     assert rc == 0, err
     new = yaml.safe_load(f2.read_text())
-    assert {k: v for k, v in new.items() if k not in ("market_state", "assets")} == {
-        k: v for k, v in cfg.items() if k not in ("market_state", "assets")}
+    assert {k: v for k, v in new.items() if k not in ("market_state", "assets", "book")} == {
+        k: v for k, v in cfg.items() if k not in ("market_state", "assets", "book")}
     # the paths start at the last close before the origin; every other asset field as fitted
     last = closes.loc[closes.index < later, SYMS].iloc[-1].to_numpy()
     assert [x["price"] for x in new["assets"]] == last.tolist()
     assert [{**x, "price": 0} for x in new["assets"]] == [{**x, "price": 0} for x in cfg["assets"]]
+    q = new["assets"][0]["price"] / cfg["assets"][0]["price"]  # the book moved with BTC, leverage kept
+    whale, whale0 = new["book"]["accounts"][0], cfg["book"]["accounts"][0]
+    assert whale["positions"][0]["entry"] == pytest.approx(whale0["positions"][0]["entry"] * q, rel=1e-9)
+    assert whale["positions"][0]["size"] == whale0["positions"][0]["size"]
+    m, labels, _ = build_model(load_config(f2))
+    from perpjax.solvency import below_maintenance
+    assert {u for u, _, _ in below_maintenance(m, labels)} <= {u for u, _, _ in below_maintenance(
+        *build_model(load_config(out))[:2])}  # runs wherever the fitted config ran
     kept = tmp_path / "kept.yaml"
     assert _main(["filter", out, *files, "--end", later, "--out", kept, "--keep-prices"], capsys)[0] == 0
     assert yaml.safe_load(kept.read_text())["assets"] == cfg["assets"]
     st2 = F.filter_state(closes, SYMS, later, alpha=g["alpha"], beta=g["beta"], var=g["var"],
                          stress_drawdown=g["stress_drawdown"], stress_halflife_bars=g["stress_halflife_bars"])
     assert new["market_state"] == F.market_state(st2)
+    # a comment inside the assets list: the block is still replaced whole (read back and checked)
+    commented = tmp_path / "commented.yaml"
+    commented.write_text(out.read_text().replace("\n- name: ETH", "\n# the alts\n- name: ETH", 1))
+    assert "# the alts" in commented.read_text()
+    assert _main(["filter", commented, *files, "--end", later, "--out", tmp_path / "c2.yaml", "--rebase-book"],
+                 capsys)[0] == 0
+    assert [x["name"] for x in yaml.safe_load((tmp_path / "c2.yaml").read_text())["assets"]] == [
+        x["name"] for x in cfg["assets"]]
     # in place, twice: one note, one block
-    assert _main(["filter", f2, *files, "--end", int(closes.index[2300])], capsys)[0] == 0
+    assert _main(["filter", f2, *files, "--end", int(closes.index[2300]), "--rebase-book"], capsys)[0] == 0
     assert f2.read_text().count("market_state:") == 1 and f2.read_text().count("filtered by `perpjax filter`") == 1
     # to another directory: the residual path follows
     (tmp_path / "sub").mkdir()
     f3 = tmp_path / "sub" / "f3.yaml"
-    assert _main(["filter", out, *files, "--end", later, "--out", f3], capsys)[0] == 0
+    assert _main(["filter", out, *files, "--end", later, "--out", f3, "--rebase-book"], capsys)[0] == 0
     assert yaml.safe_load(f3.read_text())["innovations"]["residuals"] == "../fitted.residuals.npz"
     build_model(load_config(f3))
 
