@@ -16,7 +16,8 @@ At load (``load_residuals``) the sample is standardised per asset to mean 0 and 
 ratio keeps its target; the sample's own scale ``k = std`` multiplies the return (``scale``, applied to
 the asset's vol by ``config.build``). A fit's residuals are ``x_t / sqrt(h_t)`` with ``h_t`` the GARCH
 variance around the *non-jump* variance (``assets.vol``), and they keep the jump bars: ``k^2`` is the
-window's total variance over that target (1.04-1.34 for BTC..DOGE in 2020-21), so the simulated
+window's total variance over that target (1.07, 1.02, 1.03, 1.34 for BTC, ETH, SOL, DOGE in 2020-21; the
+file must hold standardised residuals: a std per asset outside ``SCALE_BOUNDS`` is refused), so the simulated
 return variance is the data's, jumps included, as Barone-Adesi et al.'s ``sigma_sim * z_hist`` gives.
 Mean 0: zero drift, the risk model's default. The resampling index of a draw is ``floor(u n)`` of a
 uniform ``u`` from the draw's own counter (``random``), so results do not depend on chunking.
@@ -37,6 +38,7 @@ from . import random as R
 
 INNOVATIONS = ("gaussian", "student_t", "historical")
 MIN_RESIDUAL_ROWS = 250
+SCALE_BOUNDS = (0.2, 5.0)  # a residual file's std per asset: outside, the file is not standardised residuals
 GAMMA_TRIES = 8
 
 # Stream ids of one draw of the innovation: per step, or per bar (``PriceModel.bar_steps`` > 1).
@@ -150,9 +152,9 @@ def block_uniform(u, offset, n: int, block: int, starts=None, count=None):
 
 
 def block_starts(times, bar_seconds: float, block: int):
-    """The moving blocks of a residual sample with gaps: ``(starts, count)`` for ``block_uniform``, or
-    None when every block of ``block`` rows is a run of consecutive bars (no gaps, ``times`` unknown or
-    ``block`` 1).
+    """The moving blocks of a residual sample: ``(starts, count)`` for ``block_uniform``, or None when the
+    rows' ``times`` are unknown or ``block`` is 1. Returned even without gaps (all starts valid: the same
+    rows as ``floor(u (n - B + 1))``), so refit samples with and without gaps share one compiled program.
 
     Rows ``s .. s + B - 1`` form a block iff each row's time is the previous one's plus ``bar_seconds``
     (a row dropped by the fit, a return across a missing bar, breaks it). ``starts`` (n - B + 1,) int32:
@@ -169,11 +171,9 @@ def block_starts(times, bar_seconds: float, block: int):
     breaks = np.concatenate([[0], np.cumsum(np.diff(t) != int(round(bar_seconds)))])  # breaks among the first i
     first = np.arange(n - block + 1)
     valid = breaks[first + block - 1] == breaks[first]
-    if valid.all():
-        return None
     if not valid.any():
         raise ValueError(f"block_bars: no run of {block} consecutive {bar_seconds:g} s bars in the residual "
-                         "sample (gaps everywhere); use shorter blocks")
+                         "sample (gaps everywhere); use shorter blocks (perpjax fit --block-bars)")
     starts = np.zeros(n - block + 1, np.int32)
     idx = np.flatnonzero(valid)
     starts[:len(idx)] = idx
@@ -259,7 +259,14 @@ def load_residuals(path, names) -> ResidualSample:
         if times.shape != (z.shape[0],) or np.any(np.diff(times) <= 0):
             raise ValueError(f"{p}: times must be increasing, one per residual row "
                              f"({times.shape} for {z.shape[0]} rows)")
-    return ResidualSample(standardise(z), bar, times, z.std(axis=0))
+    k = z.std(axis=0)
+    if np.any((k < SCALE_BOUNDS[0]) | (k > SCALE_BOUNDS[1])):
+        i = int(np.argmax((k < SCALE_BOUNDS[0]) | (k > SCALE_BOUNDS[1])))
+        raise ValueError(f"{p}: residuals of {names[i]} have std {k[i]:.4g}, outside [{SCALE_BOUNDS[0]:g}, "
+                         f"{SCALE_BOUNDS[1]:g}]: the rows must be GARCH-standardised residuals (a fit writes std "
+                         "1.0-1.2), and their std scales the simulated vol; raw returns or percent units would "
+                         "not be")
+    return ResidualSample(standardise(z), bar, times, k)
 
 
 def winsorised_moments(kind: str, nu: float, cap: float, sample=None) -> tuple[np.ndarray, np.ndarray]:

@@ -107,7 +107,8 @@ def test_blocks_never_join_the_two_sides_of_a_gap(tmp_path):
     starts, count = block_starts(times, 3600.0, B)
     valid = [s for s in range(600 - B + 1) if not (s < 100 < s + B or s < 400 < s + B)]
     assert count == len(valid) and list(starts[:count]) == valid
-    assert block_starts(3600 * np.arange(600), 3600.0, B) is None  # no gaps: the plain bootstrap, bit for bit
+    s0, c0 = block_starts(3600 * np.arange(600), 3600.0, B)  # no gaps: every start, the same rows as before
+    assert c0 == 600 - B + 1 and list(s0) == list(range(600 - B + 1))
     assert block_starts(times, 3600.0, 1) is None and block_starts(None, 3600.0, B) is None
     with pytest.raises(ValueError, match="no run of 24 consecutive"):
         block_starts(3600 * np.arange(0, 200, 2), 3600.0, B)

@@ -36,7 +36,8 @@ GARCH = {"alpha": 0.08, "beta": 0.9, "fitted_seconds": 3600}
 
 
 def residual_file(tmp_path, n=2000, seed=0, names=NAMES, bar=3600.0, name="res.npz", z=None):
-    """A skewed, fat-tailed, dependent residual sample (not unit variance: the load standardises it)."""
+    """A skewed, fat-tailed, dependent residual sample (not unit variance: the load standardises it, and its
+    std per asset scales the simulated vol)."""
     if z is None:
         rng = np.random.default_rng(seed)
         common = rng.standard_t(4, size=(n, 1))
@@ -221,7 +222,7 @@ def test_historical_returns_keep_the_samples_own_variance(tmp_path):
     z[rng.choice(4000, 40, replace=False), 1] = rng.choice([-9.0, 11.0], 40)  # "jump bars" of asset B
     k = z.std(axis=0)
     assert k[1] > 1.15
-    cfg = pair_config(step=3600.0, horizon=3600.0, garch=GARCH, dtype="float64",
+    cfg = pair_config(step=3600.0, horizon=24 * 3600.0, garch=GARCH, dtype="float64",
                       innovations={"kind": "historical", "residuals": str(residual_file(tmp_path, z=z))})
     model = build_model(cfg)[0]
     vol = np.array([a["vol"] for a in cfg["assets"]])
@@ -229,11 +230,17 @@ def test_historical_returns_keep_the_samples_own_variance(tmp_path):
     np.testing.assert_allclose(np.asarray(model.prices.residuals).std(axis=0), 1.0, rtol=1e-12)
     r, v2 = market_paths(model, 20000)
     dt = model.grid.dt_years
-    x = r[:, 0, :] + 0.5 * (vol * k) ** 2 * dt  # the Ito correction of the effective vol
+    x = r[:, 0, :] + 0.5 * (vol * k) ** 2 * dt  # the first hour (unconditional start); the Ito correction
     m, se = (x**2).mean(axis=0), (x**2).std(axis=0) / math.sqrt(len(x))
     want = vol**2 * dt * k**2
     assert np.all(np.abs(m - want) < 4 * se), (m / (vol**2 * dt), k**2, se / (vol**2 * dt))
     assert abs(m[1] - vol[1] ** 2 * dt) > 4 * se[1]  # the unit-variance reading is refused for B
+    v = np.asarray(v2)[:, -1, :]  # the GARCH ratio after 23 updates fed the unit sample: still at its target
+    assert np.all(np.abs(v.mean(axis=0) - 1.0) < 4 * v.std(axis=0) / math.sqrt(len(v))), v.mean(axis=0)
+    # a file in other units (raw returns: std ~0.01) is refused, naming the asset and the bound
+    with pytest.raises(ConfigError, match=r"residuals of A have std 0.01.*outside \[0.2, 5\]"):
+        build_model(pair_config(innovations={"kind": "historical", "residuals": str(
+            residual_file(tmp_path, z=0.01 * rng.standard_normal((400, 2)), name="raw.npz"))}))
 
 
 @pytest.mark.parametrize("kind", ["historical", "student_t"])

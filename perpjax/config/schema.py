@@ -58,7 +58,7 @@ class Asset(Section):
 class Innovations(Section):
     kind: Str = "gaussian"
     nu: Num = 5.0
-    residuals: Str | None = None  # historical: npz of standardised residuals (relative to the config file)
+    residuals: Str | None = None  # historical: npz of GARCH-standardised residuals x/sqrt(h) (std ~1, scales vol)
     bar_seconds: Num | None = Field(None, gt=0)  # the bar the innovations (and GARCH) hold at; None = the step
     block_bars: Int = Field(1, ge=1)  # historical: bars per moving bootstrap block (1 = i.i.d. residual vectors)
 
