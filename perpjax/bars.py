@@ -50,14 +50,15 @@ def bar_step(prices, d: dict, v2, stress, t, dt, bar: BarState, *, regimes=None,
     j = (t - 1) % m
     factor, scale = step_scale(prices.factor, stress, regimes, garch, v2)
     step = prices.draw_from(d)
-    eps = prices.innovation_from(prices.bar_draw_from(d), factor)
+    bar_draw = prices.bar_draw_from(d)
+    eps = prices.innovation_from(bar_draw, factor)
     dt_bar = dt * m
     vol = prices.vol if scale is None else prices.vol * scale
     start = j == 0
     target = jnp.where(start, prices.log_drift(dt_bar, scale) + vol * math.sqrt(dt_bar) * eps, bar.target)
     var = jnp.where(start, vol * vol * dt_bar, bar.var)
     done = jnp.where(start, 0.0, bar.done)
-    v2_end = bar.v2_end if garch is None else jnp.where(start, garch.update_unit(v2, eps), bar.v2_end)
+    v2_end = bar.v2_end if garch is None else jnp.where(start, garch.update_unit(v2, eps, bar_draw.sq), bar.v2_end)
     noise = jnp.sum((prices.factor if factor is None or prices.innovations == "historical" else factor)
                     * step.z[None, :], axis=-1)
     k = (m - j).astype(target.dtype)

@@ -67,11 +67,15 @@ class Garch(eqx.Module):
     def update(self, v2, z2):
         return (1.0 - self.alpha - self.beta) + self.alpha * z2 + self.beta * v2
 
-    def update_unit(self, v2, inn):
+    def update_unit(self, v2, inn, sq=None):
         """The update fed the unit-variance innovation ``inn`` of a return at variance ratio ``v2``:
         ``z2 = inn^2 v2``; with a ``cap``, ``z2 = v2 min(inn^2, cap) / E[min(inn^2, cap)]`` (a
         winsorised squared innovation renormalised so that ``E[z2 | v2] = v2`` and the variance target
-        stays exact, while the fourth moment that drives the GARCH's own variance stays finite)."""
+        stays exact, while the fourth moment that drives the GARCH's own variance stays finite). ``sq``
+        (historical innovations): the drawn row's own feed replaces ``inn^2`` (``innovations.garch_feed``)."""
+        if sq is not None:  # historical innovations with a GARCH feed per row (``innovations.garch_feed``)
+            w = sq if self.cap is None else jnp.minimum(sq, self.cap) / self.cap_mean
+            return self.update(v2, v2 * w)
         if self.cap is None:
             z = inn * jnp.sqrt(v2)
             return self.update(v2, z * z)

@@ -121,6 +121,7 @@ class PriceDraw(NamedTuple):
     z: jax.Array  # (assets,) independent standard normals
     w: jax.Array  # () chi-square mixing variable over (nu - 2); eps = z / sqrt(w)
     jump: jax.Array  # (assets,) sum of log jump sizes
+    sq: jax.Array | None = None  # (assets,) historical: the row's GARCH feed (``innovations.garch_feed``)
 
 
 class PriceModel(eqx.Module):
@@ -165,6 +166,7 @@ class PriceModel(eqx.Module):
     jump_std: jax.Array
     jump_cdf: jax.Array | None = None
     residuals: jax.Array | None = None
+    residual_feed: jax.Array | None = None
     block_starts: jax.Array | None = None
     block_count: jax.Array | None = None
     student: I.StudentLaw | None = None
@@ -196,6 +198,10 @@ class PriceModel(eqx.Module):
         if self.residuals is not None:
             shape("residuals", self.residuals, (np.shape(self.residuals)[0], n))
             finite("residuals", self.residuals)
+        if self.residual_feed is not None:
+            if self.residuals is None:
+                raise ValueError("residual_feed: only with a residual sample")
+            nonneg("residual_feed", shape("residual_feed", self.residual_feed, np.shape(self.residuals)))
         if not (isinstance(self.bar_steps, int) and self.bar_steps >= 1):
             raise ValueError(f"bar_steps: must be an integer >= 1 (got {self.bar_steps!r})")
         if not (isinstance(self.block_bars, int) and self.block_bars >= 1):
@@ -219,10 +225,11 @@ class PriceModel(eqx.Module):
     @classmethod
     def build(cls, s0, vol, drift, correlation, *, innovations="gaussian", nu=5.0,
               jump_intensity=None, jump_mean=None, jump_std=None, dt_years=None, dtype=jnp.float32,
-              residuals=None, bar_steps=1, block_bars=1, block_starts=None):
+              residuals=None, bar_steps=1, block_bars=1, block_starts=None, residual_feed=None):
         """Build from a correlation matrix (validated) rather than a factor. ``residuals``: the
         standardised sample of historical innovations, whose correlation then replaces ``correlation``;
-        ``block_starts``: ``innovations.block_starts``'s ``(starts, count)`` or None."""
+        ``block_starts``: ``innovations.block_starts``'s ``(starts, count)`` or None; ``residual_feed``: the
+        GARCH feed of each residual row (``innovations.garch_feed``) or None."""
         s0 = np.atleast_1d(np.asarray(s0, np.float64))
         n = s0.shape[0]
         L = correlation_factor(shape("correlation", correlation, (n, n)))
@@ -249,6 +256,7 @@ class PriceModel(eqx.Module):
                    jump_cdf=None if cdf is None else arr(cdf), factor=arr(L),
                    jump_intensity=arr(ji), jump_mean=arr(jm), jump_std=arr(js),
                    residuals=None if residuals is None else arr(residuals), innovations=innovations,
+                   residual_feed=None if residual_feed is None else arr(residual_feed),
                    block_starts=None if block_starts is None else jnp.asarray(block_starts[0], jnp.int32),
                    block_count=None if block_starts is None else jnp.asarray(block_starts[1], jnp.int32),
                    student=I.StudentLaw.build(nu, dtype) if innovations == "student_t" else None,
@@ -306,15 +314,18 @@ class PriceModel(eqx.Module):
                                self.block_starts, self.block_count)
 
     def _unit_draw(self, d: dict, streams: dict):
-        """(z, w) of one innovation draw: normals and the t mixing variable, or the resampled vector."""
+        """(z, w, sq) of one innovation draw: normals and the t mixing variable, or the resampled vector
+        and (with a feed) its row's GARCH feed; sq is None otherwise."""
         if self.innovations == "historical":
-            z = I.resample(self.residuals, d[streams["resample"]])
-            return z, jnp.ones((), z.dtype)
+            u = d[streams["resample"]]
+            z = I.resample(self.residuals, u)
+            sq = None if self.residual_feed is None else I.resample(self.residual_feed, u)
+            return z, jnp.ones((), z.dtype), sq
         z = d[streams["normal"]]
         w = jnp.ones((), z.dtype)
         if self.innovations == "student_t":
             w = I.student_mixing(d, self.student, streams, z.dtype)
-        return z, w
+        return z, w, None
 
     def draw_from(self, d: dict) -> PriceDraw:
         """Build one step's ``PriceDraw`` from its streams ({stream: array}, see ``draw_spec``).
@@ -322,22 +333,23 @@ class PriceModel(eqx.Module):
         Student-t: eps = z * sqrt((nu-2)/W), W ~ chi2(nu), one W per step so the assets are jointly
         t (``innovations.student_mixing``); historical: z is the resampled residual vector. With
         bars, z are the bridge's normals (the bar's innovation is ``bar_draw_from``)."""
+        sq = None
         if self.bar_steps > 1:
             z = d[R.PRICE]
             w = jnp.ones((), z.dtype)
         else:
-            z, w = self._unit_draw(d, I.STEP_STREAMS)
+            z, w, sq = self._unit_draw(d, I.STEP_STREAMS)
         jump = jnp.zeros_like(z)
         if self.jumps:
             # Inverse-CDF Poisson count, truncated at max_jumps (thresholds precomputed by build).
             count = jnp.sum(d[R.JUMP_COUNT][:, None] > self.jump_cdf, axis=1).astype(z.dtype)
             jump = count * self.jump_mean + jnp.sqrt(count) * self.jump_std * d[R.JUMP_SIZE]
-        return PriceDraw(z=z, w=w, jump=jump)
+        return PriceDraw(z=z, w=w, jump=jump, sq=sq)
 
     def bar_draw_from(self, d: dict) -> PriceDraw:
         """The bar's innovation draw (no jumps: those stay per step), from the ``bar_spec`` streams."""
-        z, w = self._unit_draw(d, I.BAR_STREAMS)
-        return PriceDraw(z=z, w=w, jump=jnp.zeros_like(z))
+        z, w, sq = self._unit_draw(d, I.BAR_STREAMS)
+        return PriceDraw(z=z, w=w, jump=jnp.zeros_like(z), sq=sq)
 
     def draw(self, pkey, t) -> PriceDraw:
         """The random inputs of step ``t`` of the path keyed ``pkey`` (with bars: the bridge's; see
@@ -405,7 +417,7 @@ def price_step(prices: PriceModel, d: dict, x, v2, stress, t, dt, *, regimes: Re
         r = prices.log_return_from(draw, dt, scale=scale, innovation=inn)
         # The GARCH sees the diffusion return without the stress regime's multiplier: fed back, the
         # multiplier m would make the variance grow whenever a (m^2 - 1) > 1 - a - b (no steady state).
-        v2_next = v2 if garch is None else garch.update_unit(v2, inn)
+        v2_next = v2 if garch is None else garch.update_unit(v2, inn, draw.sq)
     if schedule is not None and schedule.log_return is not None:
         r = r + schedule.log_return[t - 1]
     return x + r, v2_next, bar

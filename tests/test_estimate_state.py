@@ -295,6 +295,8 @@ def test_cli_fit_conditional_then_filter(tmp_path, capsys):
     res = F.read_residuals(tmp_path / "fitted.residuals.npz")
     assert res["assets"] == ["BTC", "ETH", "SOL", "DOGE"] and res["symbols"] == SYMS and res["end"] == end
     assert len(res["residuals"]) == 1799  # all returns of the window, jump bars included
+    jumps = np.load(tmp_path / "fitted.residuals.npz")["jumps"]  # the fit's jump bars, fed to the GARCH as such
+    assert jumps.shape == res["residuals"].shape and jumps.dtype == bool
     g = F.garch_from_config(cfg)
     st = F.filter_state(closes, SYMS, end, alpha=g["alpha"], beta=g["beta"], var=g["var"],
                         stress_drawdown=g["stress_drawdown"], stress_halflife_bars=g["stress_halflife_bars"])

@@ -243,6 +243,35 @@ def test_historical_returns_keep_the_samples_own_variance(tmp_path):
             residual_file(tmp_path, z=0.01 * rng.standard_normal((400, 2)), name="raw.npz"))}))
 
 
+def test_jump_rows_feed_the_garch_an_average_shock(tmp_path):
+    """A residual file's ``jumps`` rows (the bars the fit's GARCH entered as an average shock) feed the
+    simulated GARCH update 1, other rows their square over the non-jump mean square: E[feed] = 1, a sampled
+    jump moves the price but not the next bar's variance."""
+    from perpjax.innovations import garch_feed
+
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((3000, 2))
+    jumps = np.zeros_like(z, bool)
+    jumps[rng.choice(3000, 30, replace=False), 1] = True
+    z[jumps] = rng.choice([-10.0, 12.0], 30)
+    feed = garch_feed(z, jumps)
+    np.testing.assert_allclose(feed.mean(axis=0), 1.0, rtol=1e-12)
+    assert np.all(feed[jumps] == 1.0)
+    p = tmp_path / "jumps.npz"
+    np.savez(p, residuals=z, assets=np.array(NAMES), bar_seconds=3600.0, jumps=jumps)
+    g = {"alpha": 0.1, "beta": 0.85, "fitted_seconds": 3600}
+    model = build_model(pair_config(step=3600.0, horizon=2 * 3600.0, garch=g, dtype="float64",
+                                    innovations={"kind": "historical", "residuals": str(p)}))[0]
+    np.testing.assert_allclose(np.asarray(model.prices.residual_feed), feed, rtol=1e-12)
+    _, v2 = market_paths(model, 20000)
+    after = np.asarray(v2)[:, 1, 1]  # B's variance ratio after one update from 1: 1 - a + a feed
+    want = 1 - 0.1 + 0.1 * feed[:, 1]
+    assert np.all(np.min(np.abs(after[:, None] - want[None, :]), axis=1) < 1e-12)
+    assert after.max() <= want[~jumps[:, 1]].max() + 1e-12  # no jump row's square reached the update
+    assert np.any(np.abs(after - 1.0) < 1e-12)  # some paths drew a jump row: fed the average shock
+    assert abs(after.mean() - 1.0) < 4 * after.std() / math.sqrt(len(after))
+
+
 @pytest.mark.parametrize("kind", ["historical", "student_t"])
 def test_results_do_not_depend_on_chunking(tmp_path, kind):
     inn = {"kind": kind, "nu": 4.0, "bar_seconds": 3600}

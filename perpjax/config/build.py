@@ -47,13 +47,13 @@ def build_model(cfg: dict):
         raise ConfigError("jumps: not with innovations.kind 'historical': the residual sample keeps the fit window's "
                           "jump bars, so simulated jumps would count them twice (drop the jumps section; "
                           "`perpjax fit --conditional` writes none)")
-    residuals, bar_steps, starts, scale = innovation_inputs(inn, grid, names)
+    residuals, bar_steps, starts, scale, feed = innovation_inputs(inn, grid, names)
     prices = wrapped(
         "assets/correlation/innovations/jumps", PriceModel.build,
         [a["price"] for a in assets], np.array([a["vol"] for a in assets], np.float64) * scale,
         [a["drift"] for a in assets], corr,
         innovations=inn["kind"], nu=float(inn["nu"]), residuals=residuals, bar_steps=bar_steps,
-        block_bars=int(inn["block_bars"]), block_starts=starts,
+        block_bars=int(inn["block_bars"]), block_starts=starts, residual_feed=feed,
         jump_intensity=num_list(j["intensity_per_year"], "jumps.intensity_per_year", n) if j else None,
         jump_mean=num_list(j["mean"], "jumps.mean", n) if j else None,
         jump_std=num_list(j["std"], "jumps.std", n) if j else None, dt_years=grid.dt_years, dtype=dtype)
@@ -146,7 +146,8 @@ def build_model(cfg: dict):
 def innovation_inputs(inn: dict, grid, names) -> tuple:
     """(standardised residual sample or None, steps per bar, the block starts of a sample with gaps or
     None: ``innovations.block_starts``, the return scale per asset: the sample's own std, 1.0 without
-    one; ``innovations`` module docstring) of the ``innovations`` section.
+    one; ``innovations`` module docstring, the rows' GARCH feed or None: ``innovations.garch_feed``) of
+    the ``innovations`` section.
 
     ``bar_seconds`` B (default: the step) must be a whole multiple m of the step: the innovation is
     drawn per bar and bridged inside it (``paths.bar_step``). Historical innovations need
@@ -160,11 +161,11 @@ def innovation_inputs(inn: dict, grid, names) -> tuple:
         for key, unset in (("residuals", inn["residuals"] is None), ("block_bars", inn["block_bars"] == 1)):
             if not unset:
                 raise ConfigError(f"innovations.{key}: only with kind 'historical' (kind is {inn['kind']!r})")
-        return None, int(round(m)), None, 1.0
+        return None, int(round(m)), None, 1.0, None
     if inn["residuals"] is None:
         raise ConfigError("innovations.residuals: required with kind 'historical' (an npz of standardised residuals)")
     try:
-        sample, fitted, times, scale = load_residuals(inn["residuals"], names)
+        sample, fitted, times, scale, feed = load_residuals(inn["residuals"], names)
     except ValueError as e:
         raise ConfigError(f"innovations.residuals: {e}") from None
     if abs(fitted - bar) > 1e-6 * bar:
@@ -178,4 +179,4 @@ def innovation_inputs(inn: dict, grid, names) -> tuple:
         starts = block_starts(times, fitted, int(inn["block_bars"]))
     except ValueError as e:
         raise ConfigError(f"innovations.{e}") from None
-    return sample, int(round(m)), starts, scale
+    return sample, int(round(m)), starts, scale, feed

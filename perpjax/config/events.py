@@ -161,8 +161,10 @@ def build_garch(g: dict, ms: dict, grid, prices, n: int, arr) -> Garch:
 
 def winsorised_mean(prices, cap: float) -> tuple:
     """(E[w], E[w^2]) per asset of ``w = min(eps^2, cap)`` under the model's unit innovation law."""
-    return winsorised_moments(prices.innovations, prices.nu, cap,
-                              None if prices.residuals is None else np.asarray(prices.residuals))
+    sample = None
+    if prices.residuals is not None:  # w = min(z^2, cap) of the rows, or of their GARCH feed when there is one
+        sample = np.asarray(prices.residuals if prices.residual_feed is None else np.sqrt(prices.residual_feed))
+    return winsorised_moments(prices.innovations, prices.nu, cap, sample)
 
 
 def max_cap(prices, a, b, cap: float) -> float:

@@ -77,6 +77,7 @@ class MarketFit(NamedTuple):
     jump_false_intensity: np.ndarray
     residuals: np.ndarray | None = None
     residual_times: np.ndarray | None = None
+    residual_jumps: np.ndarray | None = None  # (n, k) bool: the bars the fit flagged as jumps (its GARCH fed them var)
     stress_note: str = ""
 
     def summary_table(self) -> pd.DataFrame:
@@ -212,7 +213,8 @@ def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=
         start=int(used.index[0]), end=int(used.index[-1]), bar_seconds=float(bar_seconds),
         stress=stress, stress_drawdown=dd, stress_halflife_bars=hl, stress_share=share, stress_vol_multiplier=vm,
         stress_raw_vol_ratio=raw, jump_flagged_intensity=flagged, jump_false_intensity=false,
-        residuals=z_all, residual_times=ret.index.to_numpy(np.int64), stress_note=note)
+        residuals=z_all, residual_times=ret.index.to_numpy(np.int64), residual_jumps=~np.isfinite(z),
+        stress_note=note)
 
 
 def _correlation_method(stress: str, correlation_method: str | None) -> str:

@@ -12,7 +12,9 @@ the fit's common window: a bar missing for any asset was never in it (``returns_
 The file (``write_residuals``, ``numpy.savez`` written atomically): ``residuals`` float64 (n, assets),
 columns in the config's asset order; ``assets`` (assets,) the config names; ``symbols`` the data's
 symbols; ``bar_seconds``; ``start``, ``end`` unix seconds, the fit window ``[first bar, last bar + bar)``
-(``end`` is the origin of the fit's ``market_state``); ``times`` (n,) the timestamp of each row. At most
+(``end`` is the origin of the fit's ``market_state``); ``times`` (n,) the timestamp of each row; ``jumps``
+(n, assets) bool, the bars the fit flagged as jumps (its GARCH entered them as an average shock, and so
+does the simulation's: ``innovations.garch_feed``). At most
 ``max_rows`` rows, the most recent (``truncated`` says whether rows were dropped).
 """
 
@@ -35,19 +37,23 @@ def standardized_residuals(fit: MarketFit, max_rows: int | None = MAX_RESIDUAL_R
         max_rows: keep the most recent rows only (None = all).
 
     Returns:
-        (z, times): (n, k) float64 ``z_t = x_t / sqrt(h_t)`` in ``fit.symbols`` order, (n,) int64 timestamps.
+        (z, times, jumps): (n, k) float64 ``z_t = x_t / sqrt(h_t)`` in ``fit.symbols`` order, (n,) int64
+        timestamps, (n, k) bool the fit's jump bars (None when the fit carries no mask).
     """
     if fit.residuals is None or fit.residual_times is None:
         raise ValueError("fit: carries no residuals (a MarketFit built by hand? refit with fit_market)")
     z = np.asarray(fit.residuals, np.float64)
     t = np.asarray(fit.residual_times, np.int64)
+    j = None if fit.residual_jumps is None else np.asarray(fit.residual_jumps, bool)
     keep = np.isfinite(z).all(axis=1)
     z, t = z[keep], t[keep]
+    j = None if j is None else j[keep]
     if max_rows is not None:
         if max_rows < 1:
             raise ValueError(f"max_rows: must be >= 1 (got {max_rows})")
         z, t = z[-max_rows:], t[-max_rows:]
-    return z, t
+        j = None if j is None else j[-max_rows:]
+    return z, t, j
 
 
 def write_residuals(path, fit: MarketFit, names, *, max_rows: int | None = MAX_RESIDUAL_ROWS) -> dict:
@@ -68,12 +74,13 @@ def write_residuals(path, fit: MarketFit, names, *, max_rows: int | None = MAX_R
     names = [names] if isinstance(names, str) else [str(n) for n in names]
     if len(names) != len(fit.symbols):
         raise ValueError(f"names: {len(names)} names for {len(fit.symbols)} fitted symbols {list(fit.symbols)}")
-    z, t = standardized_residuals(fit, max_rows)
+    z, t, jumps = standardized_residuals(fit, max_rows)
     full = int(np.isfinite(np.asarray(fit.residuals)).all(axis=1).sum())
     start, end = int(fit.start), int(fit.end + fit.bar_seconds)
+    extra = {} if jumps is None else {"jumps": jumps}
     atomic_write_npz(os.fspath(path), residuals=z, assets=np.array(names, dtype=str),
                      symbols=np.array(fit.symbols, dtype=str), bar_seconds=np.float64(fit.bar_seconds),
-                     start=np.int64(start), end=np.int64(end), times=t)
+                     start=np.int64(start), end=np.int64(end), times=t, **extra)
     return {"rows": len(z), "truncated": len(z) < full, "start": start, "end": end, "scale": z.std(axis=0)}
 
 
