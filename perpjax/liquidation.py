@@ -380,7 +380,9 @@ def _exact_cut(margin, lo, hi, steps: int):
     root the tangent lies above it, so each iterate stays at or below the root and the error squares each
     step (``drift.min_close_fraction``, whose while loop this unrolls a fixed ``steps`` times from the
     bisection's bracket). The iterate is then rounded up: the first of ``f + 0, 1, 2, 4, .. ulps`` whose
-    computed health is >= 0 (one vmapped evaluation), else ``hi`` (healthy, or 1 where nothing is)."""
+    computed health is >= 0 (one vmapped evaluation), else ``hi`` (healthy, or 1 where nothing is). A unit
+    already healthy at f = 0 (a delayed or bridge-crossing trigger that recovered) gets 0: a liquidation
+    event of no notional (the bisection alone gave 2^-14)."""
     one = jnp.ones_like(lo)
     f = lo
     for _ in range(steps):

@@ -125,6 +125,12 @@ def _header(run: Run, title: str) -> str:
             f"<div>{kv(right, 'kv spec')}</div></div><div class='grid'>{_market(run)}</div></section>")
 
 
+def _market_caption(c: dict) -> str:
+    if (c.get("innovations") or {}).get("kind") == "historical":
+        return "Market (historical innovations: the simulated vol is this vol x the residual sample's own std)"
+    return "Market"
+
+
 def _market(run: Run) -> str:
     c = run.config
     if not c:
@@ -138,7 +144,7 @@ def _market(run: Run) -> str:
         within = f"USD within {dd * 100:g} %" if dd else "USD"
         out.append("<div>" + table(["asset", "price<span class='u'>USD</span>", "vol<span class='u'>% per year</span>",
                                      f"depth<span class='u'>{within}</span>", "spread<span class='u'>bp</span>"],
-                                    rows, caption="Market") + "</div>")
+                                    rows, caption=_market_caption(c)) + "</div>")
     bt = run.manifest.get("backtest")
     if run.kind == "backtest" and isinstance(bt, dict):
         units = {"every": "seconds", "horizon": "seconds", "step": "seconds", "paths": "count", "mmr": "rate"}
