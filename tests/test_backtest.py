@@ -1,6 +1,7 @@
 """The backtest end to end: the realised rule, the forecast config, and forecasts that come true when
 the data follow the model (the coverage test then holds within its stated error)."""
 
+import json
 import math
 
 import numpy as np
@@ -101,6 +102,8 @@ def test_backtest_command_writes_tables_and_plots(tmp_path, capsys):
                  "summary.json", "manifest.json", "reliability.png", "report.html"):
         assert (out / name).exists(), name
     assert len(pd.read_csv(out / "liquidation_forecasts.csv")) == 4 * 4
+    m = json.loads((out / "manifest.json").read_text())  # what the run spent compiling (one kernel for 4 origins)
+    assert m["compiles"] >= 1 and m["compile_seconds"] > 0 and "compile_cache_hits" in m
     assert main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-02",
                  "--end", "2021-01-06", "--symbols", "A,B", "--out", str(tmp_path / "x")]) == 2
     assert "--symbols" in capsys.readouterr().err

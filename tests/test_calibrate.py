@@ -234,6 +234,8 @@ def test_calibrate_command_writes_ladder_history_metrics_and_plots(tmp_path, cap
     assert {"floor", "cap", "mmr", "imr", "max_leverage", "maintenance_amount"} <= set(lad.columns)
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["before"]) == set(m["after"]) and m["eval_paths"] == 128
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["kind"] == "calibrate" and man["compiles"] >= 1 and man["compile_seconds"] > 0
     build_model(load_config(out / "calibrated.yaml"))  # the tuned ladder is a valid config
     assert main(["calibrate", "--out", str(out), "--set", "calibration={temperature: -1}"]) == 2
     assert "calibration.temperature" in capsys.readouterr().err

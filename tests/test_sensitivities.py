@@ -117,4 +117,5 @@ def test_cli_writes_the_table_and_the_manifest_and_falls_back_to_finite_differen
     m = json.loads((out / "manifest.json").read_text())
     assert m["kind"] == "sensitivities" and m["bumps"] == {"depth": 5.0, "fund": 5.0}
     assert m["temperature"] == S.TEMPERATURE and m["relaxed_refusal"]
+    assert "compile_seconds" in m and "compiles" in m
     assert "finite differences only" in capsys.readouterr().out

@@ -49,6 +49,7 @@ def run_command(a) -> int:
     from ..backtest.run import origins, run_backtest
     from ..config import ConfigError, build_model, load_config
     from ..io import manifest
+    from ..runtime import CompileClock
 
     try:
         base = load_config(a.config)
@@ -80,9 +81,10 @@ def run_command(a) -> int:
     try:
         refit = (_refitter(base, closes, symbols, a.fit_window_days, conditional, Path(a.out) / "refits")
                  if a.refit_every else None)
-        f = run_backtest(base, data, symbols, start=a.start, end=a.end, every_seconds=a.every,
-                         horizon_seconds=a.horizon, step_seconds=a.step, paths=a.paths, seed=a.seed, cases=cases,
-                         filter_state=state_fn, refit=refit, refit_every=a.refit_every, progress=progress)
+        with CompileClock() as clock:
+            f = run_backtest(base, data, symbols, start=a.start, end=a.end, every_seconds=a.every,
+                             horizon_seconds=a.horizon, step_seconds=a.step, paths=a.paths, seed=a.seed, cases=cases,
+                             filter_state=state_fn, refit=refit, refit_every=a.refit_every, progress=progress)
     except (ConfigError, ValueError) as e:
         print(f"perpjax: input error: {e}", file=sys.stderr)
         return 2
@@ -91,7 +93,7 @@ def run_command(a) -> int:
     extra = {"backtest": {"data": str(data), "symbols": symbols, "start": a.start, "end": a.end, "every": a.every,
                           "horizon": a.horizon, "step": a.step, "paths": a.paths, "conditional": conditional,
                           "leverages": a.leverages, "mmr": a.mmr, "refit_every": a.refit_every,
-                          "fit_window_days": a.fit_window_days}}
+                          "fit_window_days": a.fit_window_days}, **clock.record()}
     s = report.write(a.out, f, manifest(resolved, seed=a.seed, wall_seconds=time.perf_counter() - t0, extra=extra))
     print(report.liquidation_table(f.liquidations).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print()

@@ -23,6 +23,7 @@ def run_command(a) -> int:
     from ..calibrate import check_calibratable, ladder_space, run_calibration
     from ..config import ConfigError, apply_overrides, build_model, load_config, resolve_calibration
     from ..io import atomic_write_json, manifest
+    from ..runtime import CompileClock
     from .report import html_report
 
     try:
@@ -34,12 +35,13 @@ def run_command(a) -> int:
         print(f"perpjax: config error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    res = run_calibration(cfg, out_dir=a.out, resume=a.resume)
+    with CompileClock() as clock:
+        res = run_calibration(cfg, out_dir=a.out, resume=a.resume)
     m = res["metrics"]
     # last: what produced the directory (the resolved config before calibration; the tuned one is calibrated.yaml)
     atomic_write_json(Path(a.out) / "manifest.json", manifest(
         resolved, seed=resolved["seed"], wall_seconds=time.perf_counter() - t0,
-        extra={"kind": "calibrate", "config_file": a.config, "iterations": m["iterations"]}))
+        extra={"kind": "calibrate", "config_file": a.config, "iterations": m["iterations"], **clock.record()}))
     print(res["ladder"].to_string(index=False, float_format=lambda x: f"{x:,.6g}"))
     print(metrics_table(m))
     print(f"\nwrote {a.out}/ladder.csv, ladder_before.csv, history.csv, metrics.json, calibrated.yaml, *.png, "

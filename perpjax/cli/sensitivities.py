@@ -37,6 +37,7 @@ def register(sub) -> None:
 def run_command(a) -> int:
     from ..config import ConfigError, apply_overrides, load_config
     from ..io import atomic_write_json, atomic_write_text, manifest
+    from ..runtime import CompileClock
     from ..sensitivities import parse_bumps, parse_wrt, prepare, run_sensitivities
     from ..store import OutDir
 
@@ -52,10 +53,11 @@ def run_command(a) -> int:
         with OutDir(a.out) as d:
             for old in ("sensitivities.csv", "manifest.json", "report.html"):  # never beside new numbers
                 (d.path / old).unlink(missing_ok=True)
-            table, extra = run_sensitivities(setup, progress=lambda m: print(m, file=sys.stderr))
+            with CompileClock() as clock:
+                table, extra = run_sensitivities(setup, progress=lambda m: print(m, file=sys.stderr))
             atomic_write_text(d.path / "sensitivities.csv", table.to_csv(index=False))
             m = manifest(setup.resolved, seed=setup.seed, wall_seconds=extra["sensitivities_wall_seconds"],
-                         extra={**extra, "config_file": a.config})
+                         extra={**extra, "config_file": a.config, **clock.record()})
             atomic_write_json(d.path / "manifest.json", m)
     except ConfigError as e:  # the out dir refused
         print(f"perpjax: {e}", file=sys.stderr)
