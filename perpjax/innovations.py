@@ -139,8 +139,8 @@ def block_uniform(u, offset, n: int, block: int, starts=None, count=None):
     vectors keep the dependence the GARCH leaves within B bars (sign and size clustering, the leverage
     effect); blocks are independent. ``u`` (1,), ``offset`` an integer array; returns (1,).
 
-    A sample with gaps (missing bars between rows; ``block_starts``): ``starts`` (n - B + 1,) int32 holds
-    the ``count`` first rows whose B rows are consecutive bars first, and the block starts at
+    A sample whose rows' times are known (``block_starts``): ``starts`` (n - B + 1,) int32 holds the
+    ``count`` first rows whose B rows are consecutive bars first, and the block starts at
     ``starts[floor(u count)]``, uniform over those, so no block joins two sides of a gap."""
     if starts is None:
         start = jnp.clip(jnp.floor(u * (n - block + 1)).astype(jnp.int32), 0, n - block)

@@ -152,9 +152,10 @@ class PriceModel(eqx.Module):
         block_bars: historical only, static: innovations per bootstrap block. 1: each bar (each step
             without bars) draws an independent residual vector; B > 1: moving blocks of B consecutive
             vectors (``innovations.block_uniform``), one uniform per block drawn at the block index.
-        block_starts, block_count: a block bootstrap of a sample with gaps (``innovations.block_starts``):
-            the (n - B + 1,) int32 first rows of the blocks of consecutive bars, ``count`` of them valid
-            (a ``()`` int32); None: every block is (no gaps), the first row ``floor(u (n - B + 1))``.
+        block_starts, block_count: a block bootstrap of a sample whose rows' times are known
+            (``innovations.block_starts``): the (n - B + 1,) int32 first rows of the blocks of consecutive
+            bars, ``count`` of them valid (a ``()`` int32); None (times unknown): every start is, the first
+            row ``floor(u (n - B + 1))``.
     """
 
     s0: jax.Array

@@ -36,13 +36,18 @@ def _fmt(u, e, m):
     return f"{u} ({state}equity {e:,.2f} USD < maintenance margin {m:,.2f} USD)"
 
 
+def listing(bad) -> str:
+    """``below_maintenance``'s units as a message names them: the first five, then how many more."""
+    return "; ".join(_fmt(*b) for b in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+
+
 def check_solvency(model, labels, cfg: dict, warn=None) -> list[tuple[str, float, float]]:
     """Raise a ``ConfigError`` naming the first units below maintenance at t = 0, unless
     ``book.start_below_maintenance`` is true; then call ``warn(message)`` and return them."""
     bad = below_maintenance(model, labels)
     if not bad:
         return bad
-    shown = "; ".join(_fmt(*b) for b in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+    shown = listing(bad)
     allowed = bool((cfg.get("book") or {}).get("start_below_maintenance", False))
     if not allowed:
         raise ConfigError(f"book: {len(bad)} margin unit(s) start below maintenance margin: {shown} "

@@ -88,18 +88,17 @@ def _check_book(old_cfg: dict, model, labels, resolved: dict, time: str) -> None
     """Refuse new prices that put margin units below maintenance that were not before (a config that
     ``simulate`` ran must still run), unless ``book.start_below_maintenance`` allows it."""
     from ..config import ConfigError, build_model
-    from ..solvency import below_maintenance
+    from ..solvency import below_maintenance, listing
 
     if (resolved.get("book") or {}).get("start_below_maintenance"):
         return
     before = {u for u, _, _ in below_maintenance(*build_model(old_cfg)[:2])}
-    new = [(u, e, m) for u, e, m in below_maintenance(model, labels) if u not in before]
+    new = [b for b in below_maintenance(model, labels) if b[0] not in before]
     if new:
-        shown = "; ".join(f"{u} (equity {e:,.2f} USD < maintenance {m:,.2f} USD)" for u, e, m in new[:5])
         raise ConfigError(f"book: at the prices of {time} {len(new)} margin unit(s) start below maintenance: "
-                          f"{shown}{'; ...' if len(new) > 5 else ''}; nothing written: --rebase-book moves a "
-                          "synthetic book with the prices (leverage kept), --keep-prices leaves the prices, "
-                          "book.start_below_maintenance: true allows it")
+                          f"{listing(new)}; nothing written: --rebase-book moves a synthetic book with the prices "
+                          "(leverage kept), --keep-prices leaves the prices, book.start_below_maintenance: true "
+                          "allows it")
 
 
 def _check_written(text: str, blocks: dict, path) -> None:
@@ -180,8 +179,7 @@ def run_command(a) -> int:
     except (ValueError, ConfigError) as e:
         print(f"perpjax: input error: {e}", file=sys.stderr)
         return 2
-    scale = 1.0 if residuals is None else np.asarray(residuals["residuals"]).std(axis=0)
-    vol = np.array([float(x["vol"]) for x in cfg["assets"]]) * scale  # FHS: the sample's own std (innovations)
+    vol = np.asarray(model.prices.vol, np.float64)  # the simulated level (FHS: vol x the residual std)
     print(f"market state at {state['time']} ({st.n_bars} bars from {format_time(st.window_start)}, "
           f"start weight {st.start_weight:.1e}); stress: {'on' if st.stress else 'off'}")
     print(f"{'asset':8} {'symbol':10} {'last close':>12} {'var ratio':>10} {'cond. vol':>10} {'level vol':>10} "

@@ -144,10 +144,10 @@ def build_model(cfg: dict):
 
 
 def innovation_inputs(inn: dict, grid, names) -> tuple:
-    """(standardised residual sample or None, steps per bar, the block starts of a sample with gaps or
-    None: ``innovations.block_starts``, the return scale per asset: the sample's own std, 1.0 without
-    one; ``innovations`` module docstring, the rows' GARCH feed or None: ``innovations.garch_feed``) of
-    the ``innovations`` section.
+    """(standardised residual sample or None, steps per bar, the block starts or None:
+    ``innovations.block_starts``, the return scale per asset: the sample's own std, 1.0 without one;
+    ``innovations`` module docstring, the rows' GARCH feed or None: ``innovations.garch_feed``) of the
+    ``innovations`` section.
 
     ``bar_seconds`` B (default: the step) must be a whole multiple m of the step: the innovation is
     drawn per bar and bridged inside it (``paths.bar_step``). Historical innovations need
