@@ -19,10 +19,11 @@ import sys
 
 
 def register(sub) -> None:
-    fl = sub.add_parser("filter", help="update a fitted config's market_state (GARCH variance, regime) to a later "
-                                       "origin, parameters unchanged",
+    fl = sub.add_parser("filter", help="update a fitted config's market_state (GARCH variance, regime) and prices to a "
+                                       "later origin, parameters unchanged",
                         description="Filter the fitted GARCH variances and the stress regime to the origin --end "
-                                    "(bars before it only) and write them as the config's market_state.")
+                                    "(bars before it only), write them as the config's market_state and move "
+                                    "the assets' prices to the last close before it.")
     fl.add_argument("config", help="a config written by `perpjax fit` (it needs a garch section)")
     fl.add_argument("csv", nargs="*", help="price files (format of ../shared/data; several make one window, rows "
                                            "repeated across files must agree); default: the shared hourly file")
