@@ -47,6 +47,7 @@ import numpy as np
 from .. import random as R
 from ..engine import MarketState, RiskModel, draw, draw_spec, initial_state, margin, market_step, positions
 from ..margin import Ladder
+from ..sparse import where_active
 
 
 class SoftOutcome(NamedTuple):
@@ -95,42 +96,98 @@ def check_calibratable(model: RiskModel) -> None:
                          "calibrate without them and evaluate the ladder with them")
 
 
-def _soft_step(m: RiskModel, path_key, temperature):
-    """The relaxed engine's step ``(SoftState, t) -> SoftState`` for model ``m`` (its ladder set)."""
-    P = positions(m)
+ACTIVE_HAZARD = 1e-9  # a unit whose liquidation weight this step is below this is skipped (sparse steps)
+
+
+class _Book(NamedTuple):
+    """The part of ``SoftState`` a soft liquidation changes (collateral, survival, sums, size)."""
+
+    collateral: jax.Array
+    survival: jax.Array
+    bad_debt: jax.Array
+    fee: jax.Array
+    notional: jax.Array
+    slippage: jax.Array
+    over_notional: jax.Array
+    excess_cost: jax.Array
+    size: jax.Array | None
+
+
+def _hazard(m: RiskModel, P, size, mark, collateral, t, temperature):
+    """(units,) ``h_t = sigmoid(-(equity - MM) / (tau * notional))``, 0 off the check steps."""
+    equity, mm, _ = margin(m, P, size, mark, collateral)
+    notional = jnp.maximum(P.unit_sum(jnp.abs(P.size) * mark[P.asset]),
+                           jnp.asarray(1.0, collateral.dtype))  # the hazard's scale
+    h = jax.nn.sigmoid(-(equity - mm) / (temperature * notional))
+    if m.liquidation.check_every > 1:
+        h = jnp.where(t % m.liquidation.check_every == 0, h, 0.0)
+    return h
+
+
+def _soft_liquidation(ops) -> _Book:
+    """``(model, positions, book, mark, mid, t, temperature)`` -> the book after this step's soft
+    liquidation of every unit (everything traced comes in ``ops``: ``sparse.where_active``)."""
+    m, P, b, mark, mid, t, temperature = ops
     liq = m.liquidation
     partial = liq.mode != "full"
-    spec = draw_spec(m)
+    size = b.size if partial else P.size
+    h = _hazard(m, P, size, mark, b.collateral, t, temperature)
+    mark_p = mark[P.asset]
     all_units = jnp.ones((m.n_units,), bool)
-    notional_floor = jnp.asarray(1.0, m.book.collateral.dtype)
+    f = liq.execute(all_units, b.collateral, size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, m.ladder)
+    if partial:
+        # Mean-field state: the unit keeps the expected size and collateral after a liquidation
+        # with probability h (exact as tau -> 0, where h is 0 or 1), and the sums grow by h x the
+        # liquidation's bad debt, fee, notional and slippage.
+        return _Book(b.collateral + h * (f.collateral - b.collateral), b.survival * (1.0 - h),
+                     b.bad_debt + h * f.bad_debt, b.fee + h * f.fee, b.notional + h * f.notional,
+                     b.slippage + h * f.slippage, b.over_notional + h * f.over_notional,
+                     b.excess_cost + h * f.excess_cost, size + h[P.unit] * (f.size - size))
+    # Full close: the survival-weighted first passage (the unit does not exist after it).
+    p = b.survival * h
+    return _Book(b.collateral, b.survival * (1.0 - h), b.bad_debt + p * f.bad_debt, b.fee + p * f.fee,
+                 b.notional + p * f.notional, b.slippage + p * f.slippage,
+                 b.over_notional + p * f.over_notional, b.excess_cost + p * f.excess_cost, None)
+
+
+def _active(m: RiskModel, P, b: _Book, mark, t, temperature):
+    """Whether any unit's soft liquidation this step weighs at least ``ACTIVE_HAZARD`` (no gradient:
+    which steps run is not differentiated; a skipped unit's weight and its derivative are below it)."""
+    m, b, mark = jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if isinstance(x, jax.Array) else x,
+                                        (m, b, mark))
+    full = m.liquidation.mode == "full"
+    h = _hazard(m, P, P.size if full else b.size, mark, b.collateral, t, temperature)
+    return jnp.any((b.survival * h if full else h) >= ACTIVE_HAZARD)
+
+
+def _soft_step(m: RiskModel, path_key, temperature, sparse: float = 0.0):
+    """The relaxed engine's step ``(SoftState, t) -> SoftState`` for model ``m`` (its ladder set).
+
+    ``sparse`` > 0: a path's soft liquidation runs only at steps where some unit's liquidation weight
+    (``S_{t-1} h_t``; ``h_t`` in the partial modes) reaches ``ACTIVE_HAZARD``, compacted over the
+    chunk's paths as the hard engine's liquidations are (``sparse.where_active``, at most ``sparse``
+    of them; more run densely). Elsewhere the unit's state is kept as is, which differs from the
+    dense step by less than ``ACTIVE_HAZARD`` in survival weight. Paths must be ``vmap``-ped inside
+    any autodiff transformation (``jax.jvp(jax.vmap(path))``), so that the chunk-level branch is
+    what is differentiated."""
+    P = positions(m)
+    partial = m.liquidation.mode != "full"
+    spec = draw_spec(m)
 
     def step(s: SoftState, t):
         d = R.split(s.draws, spec)
         size = s.size if partial else P.size
         mk = market_step(m, P, d, s.market, t, size)
-        collateral = s.collateral - mk.payment
-        equity, mm, _ = margin(m, P, size, mk.mark, collateral)
-        mark_p = mk.mark[P.asset]
-        notional = jnp.maximum(P.unit_sum(jnp.abs(P.size) * mark_p), notional_floor)  # the hazard's scale
-        h = jax.nn.sigmoid(-(equity - mm) / (temperature * notional))
-        if liq.check_every > 1:
-            h = jnp.where(t % liq.check_every == 0, h, 0.0)
+        b = _Book(s.collateral - mk.payment, s.survival, s.bad_debt, s.fee, s.notional, s.slippage,
+                  s.over_notional, s.excess_cost, s.size)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
-        f = liq.execute(all_units, collateral, size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, m.ladder)
-        draws, market = draw(m, path_key, t + 1), mk.state
-        if partial:
-            # Mean-field state: the unit keeps the expected size and collateral after a liquidation
-            # with probability h (exact as tau -> 0, where h is 0 or 1), and the sums grow by h x the
-            # liquidation's bad debt, fee, notional and slippage.
-            return SoftState(draws, market, collateral + h * (f.collateral - collateral), s.survival * (1.0 - h),
-                             s.bad_debt + h * f.bad_debt, s.fee + h * f.fee, s.notional + h * f.notional,
-                             s.slippage + h * f.slippage, s.over_notional + h * f.over_notional,
-                             s.excess_cost + h * f.excess_cost, size + h[P.unit] * (f.size - size))
-        # Full close: the survival-weighted first passage (the unit does not exist after it).
-        p = s.survival * h
-        return SoftState(draws, market, collateral, s.survival * (1.0 - h), s.bad_debt + p * f.bad_debt,
-                         s.fee + p * f.fee, s.notional + p * f.notional, s.slippage + p * f.slippage,
-                         s.over_notional + p * f.over_notional, s.excess_cost + p * f.excess_cost, None)
+        ops = (m, P, b, mk.mark, mid, t, temperature)
+        if sparse > 0:
+            b = where_active(_active(m, P, b, mk.mark, t, temperature), _soft_liquidation, lambda o: o[2], ops,
+                             capacity=sparse)
+        else:
+            b = _soft_liquidation(ops)
+        return SoftState(draw(m, path_key, t + 1), mk.state, *b)
 
     return step
 
@@ -162,14 +219,20 @@ def _scan_steps(step, s0, n: int, block_steps: int):
     return s
 
 
-def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_steps: int) -> SoftOutcome:
+def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_steps: int,
+               sparse: float = 0.0) -> SoftOutcome:
     """One path of the relaxed engine (vmap over path keys)."""
     m = eqx.tree_at(lambda x: x.ladder, model, ladder)
-    s = _scan_steps(_soft_step(m, path_key, temperature), _soft_init(m, path_key), model.grid.n_steps, block_steps)
+    s = _scan_steps(_soft_step(m, path_key, temperature, sparse), _soft_init(m, path_key), model.grid.n_steps,
+                    block_steps)
     return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage, s.over_notional, s.excess_cost)
 
 
-def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60):
-    """The relaxed engine on paths ``start .. start + count - 1`` (same keys and draws as ``simulate``)."""
+def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60,
+                 sparse: float = 0.0):
+    """The relaxed engine on paths ``start .. start + count - 1`` (same keys and draws as ``simulate``).
+
+    ``sparse`` > 0 runs each step's soft liquidation only where it weighs (``_soft_step``); then
+    differentiate this function (paths vmapped inside), not a per-path call under ``vmap``."""
     keys = R.path_keys(key, start, count)
-    return jax.vmap(lambda k: _soft_path(model, ladder, k, temperature, block_steps))(keys)
+    return jax.vmap(lambda k: _soft_path(model, ladder, k, temperature, block_steps, sparse))(keys)

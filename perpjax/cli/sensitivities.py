@@ -27,8 +27,9 @@ def register(sub) -> None:
                    help="finite-difference half-width in x (log scale; correlation: shift), e.g. vol=0.02")
     s.add_argument("--temperature", type=float, default=TEMPERATURE,
                    help=f"relaxed hazard width, fraction of notional (default {TEMPERATURE:g})")
-    s.add_argument("--ad", choices=("reverse", "forward"), default="reverse",
-                   help="reverse mode (all parameters per backward pass; default) or forward mode")
+    s.add_argument("--ad", choices=("forward", "reverse"), default="forward",
+                   help="forward mode on the sparse relaxed engine (default; fastest for these few parameters) "
+                        "or reverse mode on the dense one (one backward pass per output)")
     s.add_argument("--out", default="perpjax-sensitivities", help="output directory")
     s.add_argument("--report", action="store_true", help="also write DIR/report.html (see `perpjax report`)")
     s.set_defaults(func=run_command)

@@ -36,7 +36,7 @@ class Setup:
 
 
 def prepare(cfg: dict, names, bumps: dict, *, paths: int, seed: int | None, temperature: float = TEMPERATURE,
-            ad: str = "reverse") -> Setup:
+            ad: str = "forward") -> Setup:
     """Validate everything before compute (``ConfigError`` naming the field and bound)."""
     model, _, resolved = build_model(cfg)
     if not (1 <= paths <= 10_000_000):
@@ -46,7 +46,7 @@ def prepare(cfg: dict, names, bumps: dict, *, paths: int, seed: int | None, temp
     if seed is not None and not (0 <= int(seed) < 2**64):
         raise ConfigError(f"--seed: must lie in [0, 2**64) (got {seed})")
     if ad not in ("reverse", "forward"):
-        raise ConfigError(f"--ad: reverse or forward (got {ad!r})")
+        raise ConfigError(f"--ad: forward or reverse (got {ad!r})")
     check_supported(model, names)
     check_bumps(model, base_of(resolved), bumps)
     try:
