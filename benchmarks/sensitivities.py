@@ -5,7 +5,9 @@ on the default config and ``benchmarks/workload.yaml``, and what the gradients c
 
 Prints one markdown table per config (gradient +- SE beside FD +- SE, z, flag) and a cost table:
 wall time per path, compilation excluded, of the hard forward run (the fastest of the 2p + 1 runs),
-the relaxed forward run, and the pathwise Jacobian of all parameters in reverse and in forward mode.
+the sparse relaxed forward run, the pathwise Jacobian of all parameters in forward mode on the sparse
+relaxed engine (the default, ``forward``) and in reverse mode on the dense one (``reverse``), each on
+``--cost-paths`` paths in two chunks, and the table's own pathwise pass (``pathwise_in_run``).
 One JSON line per config follows each table (``--json FILE`` appends them there too).
 """
 
@@ -20,7 +22,16 @@ import jax
 
 from perpjax.config import apply_overrides, load_config
 from perpjax.io import cpu_model
-from perpjax.sensitivities import DEFAULT_WRT, TEMPERATURE, parse_bumps, path_grads, prepare, run_sensitivities
+from perpjax.sensitivities import (
+    DEFAULT_WRT,
+    PARAMS,
+    TEMPERATURE,
+    parse_bumps,
+    parse_wrt,
+    path_grads,
+    prepare,
+    run_sensitivities,
+)
 from perpjax.sensitivities.params import base_of
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +52,7 @@ def markdown(table) -> str:
 
 
 def cost(setup, n: int) -> dict:
-    """Seconds per path (compilation excluded) of the relaxed forward run and of both AD modes."""
+    """Seconds per path (compilation excluded) of the sparse relaxed forward run and of both AD modes."""
     base = base_of(setup.resolved)
     kw = {"seed": setup.seed, "n_paths": n, "chunk": max(1, n // 2), "tau": setup.temperature}
     out = {}
@@ -56,22 +67,24 @@ def main(argv=None) -> int:
     p.add_argument("--paths", type=int, default=2000)
     p.add_argument("--cost-paths", type=int, default=500, help="paths of the extra cost runs (0: skip them)")
     p.add_argument("--configs", default="default,workload")
+    p.add_argument("--wrt", default=",".join(DEFAULT_WRT), help="parameters (all seven: --wrt all)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--temperature", type=float, default=TEMPERATURE)
     p.add_argument("--json", help="append one JSON line per config to this file")
     a = p.parse_args(argv)
     print(f"CPU: {cpu_model()}; jax {jax.__version__}; backend {jax.default_backend()}")
+    names = tuple(PARAMS) if a.wrt == "all" else parse_wrt(a.wrt)
     for name in a.configs.split(","):
         cfg = apply_overrides(load_config(CONFIGS[name]), a.overrides)
-        setup = prepare(cfg, DEFAULT_WRT, parse_bumps([], DEFAULT_WRT), paths=a.paths, seed=None,
-                        temperature=a.temperature)
+        setup = prepare(cfg, names, parse_bumps([], names), paths=a.paths, seed=None, temperature=a.temperature)
         table, extra = run_sensitivities(setup, progress=lambda m: None)
         print(f"\n### {name}: {a.paths:,} paths, seed {setup.seed}, temperature {setup.temperature:g}, "
+              f"parameters {','.join(names)}, "
               f"wall {extra['sensitivities_wall_seconds']:.0f} s\n")
         print(markdown(table))
         c = {"hard_forward": extra["cost"]["hard_forward_seconds_per_path"]}
         c.update(cost(setup, a.cost_paths) if a.cost_paths else {})
-        c["reverse_in_run"] = extra["cost"]["pathwise_seconds_per_path"]
+        c["pathwise_in_run"] = extra["cost"]["pathwise_seconds_per_path"]
         print("\n| run | ms per path | x hard forward |\n|---|---|---|")
         for k, v in c.items():
             print(f"| {k} | {v * 1e3:.3f} | {v / c['hard_forward']:.1f} |")

@@ -43,7 +43,10 @@ def where_active(active, fn, skip, operands, *, capacity: float = DEFAULT_CAPACI
             dtypes. They must not close over traced values (pass those in ``operands``);
             NumPy constants, Python values and static model fields may be closed over.
         operands: a pytree (eqx modules included; non-array leaves stay static).
-        capacity: largest share of a batch's paths run compacted; 0 always runs the dense select.
+        capacity: largest share of a batch's paths run compacted; 0 always runs the dense select. A
+            tuple of shares compiles one compacted branch per share and runs the smallest that holds
+            the active paths (a step with few active paths gathers few rows, one with many still
+            skips the rest).
     """
     leaves, treedef = jax.tree_util.tree_flatten(operands)
     traced = [i for i, x in enumerate(leaves) if _is_traced(x)]
@@ -78,20 +81,23 @@ def where_active(active, fn, skip, operands, *, capacity: float = DEFAULT_CAPACI
             return jax.tree_util.tree_map(
                 lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b), on, off)
 
-        k = int(axis_size * capacity)
-        if k < 1:
+        shares = capacity if isinstance(capacity, tuple) else (capacity,)
+        ks = sorted({int(axis_size * c) for c in shares} - {0})
+        if not ks:
             out = dense(dyn)
             return out, jax.tree_util.tree_map(lambda _: True, out)
 
-        def compact(d):
+        def compact(d, k):
             idx = jnp.nonzero(active, size=k, fill_value=axis_size)[0]  # padding rows: dropped below
             sub = [jnp.take(x, idx, axis=0, mode="clip") if b else x for x, b in zip(d, dyn_b, strict=True)]
             on = rows(fn, sub)
             return jax.tree_util.tree_map(lambda o, v: o.at[idx].set(v, mode="drop"), rows(skip, d), on)
 
         n = jnp.sum(active, dtype=jnp.int32)
-        which = jnp.where(n == 0, 0, jnp.where(n <= k, 1, 2))
-        out = jax.lax.switch(which, [lambda d: rows(skip, d), compact, dense], dyn)
+        # 0: nothing active; 1 .. len(ks): the smallest compaction that holds n; then dense.
+        which = jnp.where(n == 0, 0, 1 + jnp.sum(n > jnp.asarray(ks, jnp.int32), dtype=jnp.int32))
+        branches = [lambda d: rows(skip, d)] + [lambda d, k=k: compact(d, k) for k in ks] + [dense]
+        out = jax.lax.switch(which, branches, dyn)
         return out, jax.tree_util.tree_map(lambda _: True, out)
 
     return branch(active, [leaves[i] for i in traced])

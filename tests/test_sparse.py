@@ -32,10 +32,10 @@ def test_compacted_liquidations_equal_dense(case):
     model = build_model(load_config(None, SHORT + CASES[case]))[0]
     key = seed_key(5)
     # 256 paths: capacity 1/32 gives 8 rows; the default book liquidates on 0, a few, and many
-    # paths per step, so all three branches (skip, compact, dense) run.
+    # paths per step, so all three branches (skip, compact, dense) run; (1/128, 1/16): two compactions.
     dense = simulate_chunk(model, key, jnp.uint32(0), 256, sparse=0.0)
     assert np.asarray(dense.acct.liq_step).max() > 0
-    for capacity in (1 / 32, 1.0):
+    for capacity in (1 / 32, 1.0, (1 / 128, 1 / 16)):
         got = simulate_chunk(model, key, jnp.uint32(0), 256, sparse=capacity)
         for a, b in zip(_leaves(dense), _leaves(got), strict=True):
             np.testing.assert_array_equal(a, b)

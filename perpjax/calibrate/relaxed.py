@@ -160,14 +160,15 @@ def _active(m: RiskModel, P, b: _Book, mark, t, temperature):
     return jnp.any((b.survival * h if full else h) >= ACTIVE_HAZARD)
 
 
-def _soft_step(m: RiskModel, path_key, temperature, sparse: float = 0.0):
+def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0):
     """The relaxed engine's step ``(SoftState, t) -> SoftState`` for model ``m`` (its ladder set).
 
-    ``sparse`` > 0: a path's soft liquidation runs only at steps where some unit's liquidation weight
-    (``S_{t-1} h_t``; ``h_t`` in the partial modes) reaches ``ACTIVE_HAZARD``, compacted over the
-    chunk's paths as the hard engine's liquidations are (``sparse.where_active``, at most ``sparse``
-    of them; more run densely). Elsewhere the unit's state is kept as is, which differs from the
-    dense step by less than ``ACTIVE_HAZARD`` in survival weight. Paths must be ``vmap``-ped inside
+    ``sparse`` (a share of the chunk's paths, or a tuple of shares; 0: dense): a path's soft
+    liquidation runs only at steps where some unit's liquidation weight (``S_{t-1} h_t``; ``h_t`` in
+    the partial modes) reaches ``ACTIVE_HAZARD``, compacted over the chunk's paths as the hard
+    engine's liquidations are (``sparse.where_active``: at most that share of them; more run
+    densely). Elsewhere the unit's state is kept as is, which differs from the dense step by less
+    than ``ACTIVE_HAZARD`` in survival weight. Paths must be ``vmap``-ped inside
     any autodiff transformation (``jax.jvp(jax.vmap(path))``), so that the chunk-level branch is
     what is differentiated."""
     P = positions(m)
@@ -182,7 +183,7 @@ def _soft_step(m: RiskModel, path_key, temperature, sparse: float = 0.0):
                   s.over_notional, s.excess_cost, s.size)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
         ops = (m, P, b, mk.mark, mid, t, temperature)
-        if sparse > 0:
+        if sparse:
             b = where_active(_active(m, P, b, mk.mark, t, temperature), _soft_liquidation, lambda o: o[2], ops,
                              capacity=sparse)
         else:
@@ -220,7 +221,7 @@ def _scan_steps(step, s0, n: int, block_steps: int):
 
 
 def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_steps: int,
-               sparse: float = 0.0) -> SoftOutcome:
+               sparse: float | tuple = 0.0) -> SoftOutcome:
     """One path of the relaxed engine (vmap over path keys)."""
     m = eqx.tree_at(lambda x: x.ladder, model, ladder)
     s = _scan_steps(_soft_step(m, path_key, temperature, sparse), _soft_init(m, path_key), model.grid.n_steps,
@@ -229,10 +230,10 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
 
 
 def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60,
-                 sparse: float = 0.0):
+                 sparse: float | tuple = 0.0):
     """The relaxed engine on paths ``start .. start + count - 1`` (same keys and draws as ``simulate``).
 
-    ``sparse`` > 0 runs each step's soft liquidation only where it weighs (``_soft_step``); then
+    ``sparse`` (not 0) runs each step's soft liquidation only where it weighs (``_soft_step``); then
     differentiate this function (paths vmapped inside), not a per-path call under ``vmap``."""
     keys = R.path_keys(key, start, count)
     return jax.vmap(lambda k: _soft_path(model, ladder, k, temperature, block_steps, sparse))(keys)

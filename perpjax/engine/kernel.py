@@ -42,7 +42,8 @@ def price_returns(model: RiskModel, key, start, count: int) -> jax.Array:
     return jax.vmap(path)(R.path_keys(key, start, count))
 
 
-def simulate_path(model: RiskModel, path_key, *, unroll: int = 1, sparse: float = DEFAULT_CAPACITY) -> PathOutcome:
+def simulate_path(model: RiskModel, path_key, *, unroll: int = 1,
+                  sparse: float | tuple = DEFAULT_CAPACITY) -> PathOutcome:
     """Simulate one path (vmap this over path keys)."""
     P = positions(model)
     s0 = initial_state(model, P, path_key)
@@ -62,7 +63,7 @@ def simulate_path(model: RiskModel, path_key, *, unroll: int = 1, sparse: float 
 
 @eqx.filter_jit
 def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
-                   sparse: float = DEFAULT_CAPACITY, devices: int = 1) -> PathOutcome:
+                   sparse: float | tuple = DEFAULT_CAPACITY, devices: int = 1) -> PathOutcome:
     """The jitted entry point: ``count`` paths starting at global path index ``start``.
 
     Args:
@@ -71,8 +72,8 @@ def simulate_chunk(model: RiskModel, key, start, count: int, *, unroll: int = 1,
         start: index of the first path: its (low, high) uint32 words (``random.index_words``; path
             indices are 64-bit), or a uint32 scalar below 2**32. Traced, so chunks share one compile.
         count: number of paths (static).
-        sparse: largest share of the chunk's paths whose liquidations run compacted at a step
-            (``sparse.where_active``; 0 runs them densely). Results do not depend on it.
+        sparse: largest share of the chunk's paths whose liquidations run compacted at a step, or a
+            tuple of shares (``sparse.where_active``; 0 runs them densely). Results do not depend on it.
         devices: the chunk's paths are split over the first ``devices`` local devices (a ``Mesh``
             over them and the path axis sharded: XLA partitions the vmapped scan, each device runs
             its share; ``count`` must be a multiple). Keys are by path index, so results do not

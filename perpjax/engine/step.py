@@ -22,7 +22,7 @@ from .outputs import accumulate
 from .state import BookState, State, margin, market_covariance, market_step, reference_var
 
 
-def step(model: RiskModel, P: Positions, path_key, s: State, t, sparse: float = DEFAULT_CAPACITY) -> State:
+def step(model: RiskModel, P: Positions, path_key, s: State, t, sparse: float | tuple = DEFAULT_CAPACITY) -> State:
     """Advance the carry ``s`` of the path keyed ``path_key`` by step ``t``."""
     liq, sched, regimes, b, V = model.liquidation, model.schedule, model.regimes, s.book, s.venue
     d = R.split(s.draws, draw_spec(model))

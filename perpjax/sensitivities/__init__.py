@@ -9,10 +9,12 @@ or +0.01 of correlation).
 Method. The relaxed engine (``calibrate.relaxed``: the hard engine's market on the same random
 numbers, a soft first passage of equity below maintenance with hazard
 ``sigmoid(-(equity - MM) / (tau notional))`` at each check) is differentiated path by path
-(``pathwise``, reverse mode: every parameter at once), and the metrics' gradients and standard
-errors follow from the per-path Jacobians (``estimates``). The hard engine is run at ``x +- h`` per
-parameter on the same seed (``hard``); per-path central differences give the finite difference, its
-standard error, and the paired z of the disagreement.
+(``pathwise``: by default forward mode on its sparse form, where a step's soft liquidation runs only
+on the paths where it weighs, with the market parameters' tangents carried through the market and the
+venue parameters' only through the liquidations; ``--ad reverse``: the dense engine in reverse mode),
+and the metrics' gradients and standard errors follow from the per-path Jacobians (``estimates``).
+The hard engine is run at ``x +- h`` per parameter on the same seed (``hard``); per-path central
+differences give the finite difference, its standard error, and the paired z of the disagreement.
 
 Temperature. ``tau`` trades bias for variance: the relaxed expectation tends to the hard one as
 ``tau -> 0``, but a unit at margin distance ``d`` (fraction of notional) carries a spurious hazard

@@ -41,7 +41,7 @@ from .params import Base, apply
 
 OUTPUTS = ("bad_debt", "p_any", "n_liquidated", "fund_loss")
 MARKET = ("vol", "correlation")  # the parameters that move the market (the others act at liquidations only)
-SPARSE = 1 / 4  # largest share of a chunk's paths whose soft liquidation runs compacted at a step
+SPARSE = (1 / 32, 1 / 4)  # shares of a chunk's paths run compacted (sparse.where_active)
 NO_FAIRNESS = {"over_liquidation": 0.0, "excess_cost": 0.0}
 
 
@@ -54,9 +54,9 @@ class PathGrads(NamedTuple):
     compile_seconds: float
 
 
-def _outputs(model, base: Base, key, tau, block_steps: int, sparse: float):
+def _outputs(model, base: Base, key, tau, block_steps: int, sparse: float | tuple):
     """theta, start, count -> the relaxed outputs (count, 4) of paths start .. start + count - 1,
-    differentiable in theta. With ``sparse`` > 0 the paths must stay vmapped inside the autodiff
+    differentiable in theta. With ``sparse`` (not 0) the paths must stay vmapped inside the autodiff
     (call this for the whole chunk: ``relaxed._soft_step``)."""
     model = prepared(model, NO_FAIRNESS)
 
@@ -82,7 +82,7 @@ def _jvp_basis(fun, primal: dict, dtype):
 
 
 @eqx.filter_jit
-def _chunk_forward_mode(model, base, key, start, theta, count: int, tau, sparse: float):
+def _chunk_forward_mode(model, base, key, start, theta, count: int, tau, sparse: float | tuple):
     """Forward mode, market tangents inside, venue tangents outside (module doc): the outputs
     (count, 4) and {param: (count, 4)} Jacobian columns."""
     f = _outputs(model, base, key, tau, 0, sparse)
@@ -112,13 +112,13 @@ def _chunk_reverse(model, base, key, start, theta, count: int, tau, block_steps:
 
 
 @eqx.filter_jit
-def _chunk_values(model, base, key, start, theta, count: int, tau, sparse: float):
+def _chunk_values(model, base, key, start, theta, count: int, tau, sparse: float | tuple):
     """The sparse relaxed engine's outputs alone (what a gradient costs over: ``forward_only``)."""
     return _outputs(model, base, key, tau, 0, sparse)(theta, start, count)
 
 
 def path_grads(model, base: Base, names, *, seed: int, n_paths: int, chunk: int, tau: float,
-               block_steps: int = 60, ad: str = "forward", sparse: float = SPARSE,
+               block_steps: int = 60, ad: str = "forward", sparse: float | tuple = SPARSE,
                forward_only: bool = False) -> PathGrads:
     """The relaxed outputs and their per-path Jacobian over ``names`` on paths 0 .. n_paths - 1 of
     ``seed`` (the same paths as ``simulate``), in chunks of ``chunk`` paths (the last one padded).
