@@ -10,11 +10,13 @@ import pandas as pd
 
 from ..calibrate import check_calibratable
 from ..config import ConfigError, build_model
+from ..engine import auto_chunk_size
 from .estimates import METRICS, Z_AGREE, compare, hard_values, pathwise_terms
 from .hard import hard_bumped, hard_run
 from .params import PARAMS, STEP, base_of, check_bumps, check_supported
 from .pathwise import path_grads
 
+REVERSE_CHUNK = 1000  # paths per reverse-mode chunk (memory: each path keeps its block checkpoints)
 TEMPERATURE = 3e-4  # tau: the relaxed hazard's width, a fraction of the unit's notional (package doc)
 COLUMNS = ["parameter", "metric", "unit", "gradient", "gradient_se", "fd", "fd_se", "z", "agree", "method",
            "value", "z_paired", "note"]
@@ -58,8 +60,11 @@ def prepare(cfg: dict, names, bumps: dict, *, paths: int, seed: int | None, temp
     return Setup(model, resolved, tuple(names), dict(bumps), int(paths), seed, float(temperature), ad, refusal)
 
 
-def run_sensitivities(s: Setup, *, chunk: int = 1000, progress=print) -> tuple[pd.DataFrame, dict]:
-    """Both estimates for every (parameter, metric): (the table, the manifest's extra entries)."""
+def run_sensitivities(s: Setup, *, chunk: int | None = None, progress=print) -> tuple[pd.DataFrame, dict]:
+    """Both estimates for every (parameter, metric): (the table, the manifest's extra entries).
+
+    ``chunk``: paths per pathwise chunk; default the hard runs' (the config's ``chunk_size``), at most
+    ``REVERSE_CHUNK`` in reverse mode (which keeps every path's checkpoints)."""
     base = base_of(s.resolved)
     n = s.paths
     t0 = time.perf_counter()
@@ -69,7 +74,8 @@ def run_sensitivities(s: Setup, *, chunk: int = 1000, progress=print) -> tuple[p
     pw = None
     if s.relaxed_refusal is None:
         progress(f"relaxed engine: pathwise gradients ({s.ad} mode), temperature {s.temperature:g}")
-        pw = path_grads(s.model, base, s.names, seed=s.seed, n_paths=n, chunk=chunk, tau=s.temperature, ad=s.ad)
+        pw = path_grads(s.model, base, s.names, seed=s.seed, n_paths=n, chunk=chunk or _pathwise_chunk(s),
+                        tau=s.temperature, ad=s.ad)
     fund = float(s.model.insurance_fund)
     rows = []
     for name in s.names:
@@ -90,6 +96,12 @@ def run_sensitivities(s: Setup, *, chunk: int = 1000, progress=print) -> tuple[p
     runs = [r for pair in bumped.values() for r in pair]  # compiled already: no compile in their times
     extra = _extra(s, min(r.seconds_per_path for r in runs), pw, time.perf_counter() - t0)
     return table, extra
+
+
+def _pathwise_chunk(s: Setup) -> int:
+    c = s.resolved["chunk_size"]
+    c = auto_chunk_size(s.model, s.paths) if c == "auto" else int(c)
+    return min(c, REVERSE_CHUNK) if s.ad == "reverse" else c
 
 
 def _note(s: Setup, metric: str, fund: float) -> str:

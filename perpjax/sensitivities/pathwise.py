@@ -16,8 +16,9 @@ Two modes (``ad``):
   a step's soft liquidation runs only on the paths where it weighs, compacted over the chunk, as
   the hard engine's liquidations are). Tangents are nested by what a parameter moves: the market
   parameters (``MARKET``: vol, correlation) are the inner ``jvp``, carried through the market step
-  at every step; the venue parameters (MMR, depth, spread, fee, fund) the outer one, which has no
-  tangent in the market at all (JAX's symbolic zeros), only in the liquidations. The outer
+  at every step; the venue parameters (MMR, depth, spread, fee) the outer one, which has no
+  tangent in the market at all (JAX's symbolic zeros), only in the liquidations. The fund moves no
+  relaxed output (its column is 0; its effect is the depletion proxy's threshold, ``estimates``). The outer
   tangent of the inner Jacobian (second derivatives) is computed where the liquidations run and
   discarded. Cost ~ a forward run + one market tangent per market parameter.
 * ``reverse``: one backward pass per output through the dense relaxed engine, per path (its cost
@@ -41,7 +42,8 @@ from .params import Base, apply
 
 OUTPUTS = ("bad_debt", "p_any", "n_liquidated", "fund_loss")
 MARKET = ("vol", "correlation")  # the parameters that move the market (the others act at liquidations only)
-SPARSE = (1 / 32, 1 / 4)  # shares of a chunk's paths run compacted (sparse.where_active)
+SPARSE = (1 / 64, 1 / 16, 1 / 8, 1 / 4)  # shares of a chunk's paths run compacted (sparse.where_active)
+OUTSIDE = ("fund",)  # moves no relaxed output: its effect is the depletion proxy's threshold (``estimates``)
 NO_FAIRNESS = {"over_liquidation": 0.0, "excess_cost": 0.0}
 
 
@@ -87,7 +89,7 @@ def _chunk_forward_mode(model, base, key, start, theta, count: int, tau, sparse:
     (count, 4) and {param: (count, 4)} Jacobian columns."""
     f = _outputs(model, base, key, tau, 0, sparse)
     th_m = {n: v for n, v in theta.items() if n in MARKET}
-    th_v = {n: v for n, v in theta.items() if n not in MARKET}
+    th_v = {n: v for n, v in theta.items() if n not in MARKET and n not in OUTSIDE}
 
     def inner(tv):  # the outputs and their market-parameter tangents
         return _jvp_basis(lambda a: f({**a, **tv}, start, count), th_m, model.dtype)
@@ -95,7 +97,7 @@ def _chunk_forward_mode(model, base, key, start, theta, count: int, tau, sparse:
     (y, jac), outer = _jvp_basis(inner, th_v, model.dtype)
     jac = dict(jac)
     jac.update({n: dy for n, (dy, _) in outer.items()})  # (_: second derivatives, unused)
-    return y, {n: jac[n] for n in theta}
+    return y, {n: jac[n] if n in jac else jnp.zeros_like(y) for n in theta}
 
 
 @eqx.filter_jit
