@@ -13,6 +13,12 @@ slippage). So ``P(liq) = 1 - S_T`` and ``E[bad debt] = sum_t p_t BD_t`` per path
 is ``MM(N) = max_k (N MMR_k - cum_k)``: piecewise linear in the rates, so gradients reach each
 tier's rate and, through the continuity amount, the rates below it.
 
+**Sparse steps** (``soft_outcome(sparse=...)``, the sensitivities' forward mode): a unit whose
+liquidation weight this step is below ``ACTIVE_HAZARD`` is left as is, and the soft liquidation of
+a step runs only on the chunk's paths where some unit's weight reaches it, compacted as the hard
+engine's liquidations are (``sparse.where_active``); ``_soft_step`` says what that changes (less than
+the threshold per unit and step). Calibration runs the dense engine.
+
 **Memory**: reverse mode through the time scan keeps only the scan carry at the start of
 each block of ``block_steps`` steps, and recomputes inside a block (nested ``jax.checkpoint``):
 memory ~ carry x (steps / block + block) instead of every intermediate of every step.

@@ -15,7 +15,7 @@ together; the gradient is reported per **unit step** ``x = 0.01``:
 * ``fund``: the insurance fund's starting balance scaled by ``exp(x)``: per +1 % fund.
 
 ``apply(model, theta, base)`` is the one place a parameter value enters a model: the relaxed engine
-calls it with traced values (reverse mode), the finite differences with concrete bumps.
+calls it with traced values (autodiff), the finite differences with concrete bumps.
 """
 
 from __future__ import annotations
