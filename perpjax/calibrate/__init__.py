@@ -29,6 +29,7 @@ from .optimise import DEFAULTS as DEFAULTS
 from .optimise import calibrate as calibrate
 from .optimise import chunked_value_and_grad as chunked_value_and_grad
 from .optimise import optimizer as optimizer
+from .relaxed import SoftBook as SoftBook
 from .relaxed import SoftOutcome as SoftOutcome
 from .relaxed import SoftState as SoftState
 from .relaxed import check_calibratable as check_calibratable

@@ -68,12 +68,10 @@ class SoftOutcome(NamedTuple):
     excess_cost: jax.Array  # slippage + fee beyond the minimum close's (fairness on)
 
 
-class SoftState(NamedTuple):
-    """The relaxed engine's carry: the hard engine's market state, the book's collateral (and, in
-    partial modes, expected open sizes), survival and the expected sums of ``SoftOutcome``."""
+class SoftBook(NamedTuple):
+    """The book part of the relaxed carry, what a soft liquidation changes: collateral, survival, the
+    expected sums of ``SoftOutcome`` and (partial modes) the expected open sizes."""
 
-    draws: jax.Array  # this step's random inputs, flat (``engine.draw``)
-    market: MarketState
     collateral: jax.Array  # (units,)
     survival: jax.Array  # (units,)
     bad_debt: jax.Array
@@ -83,6 +81,14 @@ class SoftState(NamedTuple):
     over_notional: jax.Array
     excess_cost: jax.Array
     size: jax.Array | None  # (positions,) expected open size (partial modes; None for full closes)
+
+
+class SoftState(NamedTuple):
+    """The relaxed engine's carry: the hard engine's market state and the book (``SoftBook``)."""
+
+    draws: jax.Array  # this step's random inputs, flat (``engine.draw``)
+    market: MarketState
+    book: SoftBook
 
 
 def check_calibratable(model: RiskModel) -> None:
@@ -105,20 +111,6 @@ def check_calibratable(model: RiskModel) -> None:
 ACTIVE_HAZARD = 1e-9  # a unit whose liquidation weight this step is below this is skipped (sparse steps)
 
 
-class _Book(NamedTuple):
-    """The part of ``SoftState`` a soft liquidation changes (collateral, survival, sums, size)."""
-
-    collateral: jax.Array
-    survival: jax.Array
-    bad_debt: jax.Array
-    fee: jax.Array
-    notional: jax.Array
-    slippage: jax.Array
-    over_notional: jax.Array
-    excess_cost: jax.Array
-    size: jax.Array | None
-
-
 def _hazard(m: RiskModel, P, size, mark, collateral, t, temperature):
     """(units,) ``h_t = sigmoid(-(equity - MM) / (tau * notional))``, 0 off the check steps."""
     equity, mm, _ = margin(m, P, size, mark, collateral)
@@ -130,7 +122,7 @@ def _hazard(m: RiskModel, P, size, mark, collateral, t, temperature):
     return h
 
 
-def _soft_liquidation(ops) -> _Book:
+def _soft_liquidation(ops) -> SoftBook:
     """``(model, positions, book, mark, mid, t, temperature)`` -> the book after this step's soft
     liquidation of every unit (everything traced comes in ``ops``: ``sparse.where_active``)."""
     m, P, b, mark, mid, t, temperature = ops
@@ -145,18 +137,18 @@ def _soft_liquidation(ops) -> _Book:
         # Mean-field state: the unit keeps the expected size and collateral after a liquidation
         # with probability h (exact as tau -> 0, where h is 0 or 1), and the sums grow by h x the
         # liquidation's bad debt, fee, notional and slippage.
-        return _Book(b.collateral + h * (f.collateral - b.collateral), b.survival * (1.0 - h),
-                     b.bad_debt + h * f.bad_debt, b.fee + h * f.fee, b.notional + h * f.notional,
-                     b.slippage + h * f.slippage, b.over_notional + h * f.over_notional,
-                     b.excess_cost + h * f.excess_cost, size + h[P.unit] * (f.size - size))
+        return SoftBook(b.collateral + h * (f.collateral - b.collateral), b.survival * (1.0 - h),
+                        b.bad_debt + h * f.bad_debt, b.fee + h * f.fee, b.notional + h * f.notional,
+                        b.slippage + h * f.slippage, b.over_notional + h * f.over_notional,
+                        b.excess_cost + h * f.excess_cost, size + h[P.unit] * (f.size - size))
     # Full close: the survival-weighted first passage (the unit does not exist after it).
     p = b.survival * h
-    return _Book(b.collateral, b.survival * (1.0 - h), b.bad_debt + p * f.bad_debt, b.fee + p * f.fee,
-                 b.notional + p * f.notional, b.slippage + p * f.slippage,
-                 b.over_notional + p * f.over_notional, b.excess_cost + p * f.excess_cost, None)
+    return SoftBook(b.collateral, b.survival * (1.0 - h), b.bad_debt + p * f.bad_debt, b.fee + p * f.fee,
+                    b.notional + p * f.notional, b.slippage + p * f.slippage,
+                    b.over_notional + p * f.over_notional, b.excess_cost + p * f.excess_cost, None)
 
 
-def _active(m: RiskModel, P, b: _Book, mark, t, temperature):
+def _active(m: RiskModel, P, b: SoftBook, mark, t, temperature):
     """Whether any unit's soft liquidation this step weighs at least ``ACTIVE_HAZARD`` (no gradient:
     which steps run is not differentiated; a skipped unit's weight and its derivative are below it)."""
     m, b, mark = jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if isinstance(x, jax.Array) else x,
@@ -183,10 +175,9 @@ def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0)
 
     def step(s: SoftState, t):
         d = R.split(s.draws, spec)
-        size = s.size if partial else P.size
+        size = s.book.size if partial else P.size
         mk = market_step(m, P, d, s.market, t, size)
-        b = _Book(s.collateral - mk.payment, s.survival, s.bad_debt, s.fee, s.notional, s.slippage,
-                  s.over_notional, s.excess_cost, s.size)
+        b = s.book._replace(collateral=s.book.collateral - mk.payment)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
         ops = (m, P, b, mk.mark, mid, t, temperature)
         if sparse:
@@ -194,7 +185,7 @@ def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0)
                              capacity=sparse)
         else:
             b = _soft_liquidation(ops)
-        return SoftState(draw(m, path_key, t + 1), mk.state, *b)
+        return SoftState(draw(m, path_key, t + 1), mk.state, b)
 
     return step
 
@@ -204,7 +195,7 @@ def _soft_init(m: RiskModel, path_key) -> SoftState:
     h0 = initial_state(m, positions(m), path_key)
     z = jnp.zeros((m.n_units,), h0.book.collateral.dtype)
     size = h0.book.size if m.liquidation.mode != "full" else None
-    return SoftState(h0.draws, h0.market, h0.book.collateral, jnp.ones_like(z), z, z, z, z, z, z, size)
+    return SoftState(h0.draws, h0.market, SoftBook(h0.book.collateral, jnp.ones_like(z), z, z, z, z, z, z, size))
 
 
 def _scan_steps(step, s0, n: int, block_steps: int):
@@ -232,7 +223,8 @@ def _soft_path(model: RiskModel, ladder: Ladder, path_key, temperature, block_st
     m = eqx.tree_at(lambda x: x.ladder, model, ladder)
     s = _scan_steps(_soft_step(m, path_key, temperature, sparse), _soft_init(m, path_key), model.grid.n_steps,
                     block_steps)
-    return SoftOutcome(1.0 - s.survival, s.bad_debt, s.fee, s.notional, s.slippage, s.over_notional, s.excess_cost)
+    b = s.book
+    return SoftOutcome(1.0 - b.survival, b.bad_debt, b.fee, b.notional, b.slippage, b.over_notional, b.excess_cost)
 
 
 def soft_outcome(model: RiskModel, ladder: Ladder, key, start, count: int, temperature, *, block_steps: int = 60,
