@@ -32,6 +32,7 @@ from perpjax.sensitivities import (
     prepare,
     run_sensitivities,
 )
+from perpjax.sensitivities.job import REVERSE_CHUNK
 from perpjax.sensitivities.params import base_of
 
 HERE = Path(__file__).resolve().parent
@@ -52,12 +53,15 @@ def markdown(table) -> str:
 
 
 def cost(setup, n: int) -> dict:
-    """Seconds per path (compilation excluded) of the sparse relaxed forward run and of both AD modes."""
+    """Seconds per path (compilation excluded) of the sparse relaxed forward run and of both AD modes,
+    in chunks of n / 2 paths (reverse mode: at most ``REVERSE_CHUNK``, as ``--ad reverse`` runs)."""
     base = base_of(setup.resolved)
-    kw = {"seed": setup.seed, "n_paths": n, "chunk": max(1, n // 2), "tau": setup.temperature}
+    kw = {"seed": setup.seed, "n_paths": n, "tau": setup.temperature}
+    half = max(1, n // 2)
     out = {}
-    for label, extra in (("relaxed_forward", {"forward_only": True}), ("reverse", {"ad": "reverse"}),
-                         ("forward", {"ad": "forward"})):
+    for label, extra in (("relaxed_forward", {"forward_only": True, "chunk": half}),
+                         ("reverse", {"ad": "reverse", "chunk": min(half, REVERSE_CHUNK)}),
+                         ("forward", {"ad": "forward", "chunk": half})):
         out[label] = path_grads(setup.model, base, setup.names, **kw, **extra).seconds_per_path
     return out
 

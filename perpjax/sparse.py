@@ -34,7 +34,7 @@ def _is_traced(x) -> bool:
     return isinstance(x, jax.Array)
 
 
-def where_active(active, fn, skip, operands, *, capacity: float = DEFAULT_CAPACITY):
+def where_active(active, fn, skip, operands, *, capacity: float | tuple[float, ...] = DEFAULT_CAPACITY):
     """Per path: ``fn(operands) if active else skip(operands)``.
 
     Args:
@@ -81,8 +81,8 @@ def where_active(active, fn, skip, operands, *, capacity: float = DEFAULT_CAPACI
             return jax.tree_util.tree_map(
                 lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b), on, off)
 
-        shares = capacity if isinstance(capacity, tuple) else (capacity,)
-        ks = sorted({int(axis_size * c) for c in shares} - {0})
+        shares = tuple(capacity) if isinstance(capacity, (tuple, list)) else (capacity,)
+        ks = sorted({int(axis_size * c) for c in shares if int(axis_size * c) > 0})
         if not ks:
             out = dense(dyn)
             return out, jax.tree_util.tree_map(lambda _: True, out)

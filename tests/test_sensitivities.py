@@ -99,7 +99,7 @@ def test_sparse_relaxed_engine_gives_the_dense_engines_values_and_jacobian(liq):
     hazard's argument (|dz/dx| ~ 1 / tau = 3e3 per unit relative move), so 1e-6 bounds the skips of these
     48 steps x 3 units; measured <= 4e-7. Capacities (1/64, 1/8): 2 or 16 of the 128 paths compacted, the
     dense fallback beyond, so every branch runs. Reverse mode (dense, per path) gives the same Jacobian to
-    rounding."""
+    rounding (full and fraction modes)."""
     from perpjax import random as R
     from perpjax.sensitivities import pathwise as PW
 
@@ -115,11 +115,35 @@ def test_sparse_relaxed_engine_gives_the_dense_engines_values_and_jacobian(liq):
     assert np.any(y != y0)  # steps were skipped (the sparse branch ran)
     for n in names:
         assert np.max(np.abs(j[n] - j0[n])) <= 1e-6 * np.max(np.abs(j0[n])), n
-    if not liq:
+    if liq.get("mode", "full") in ("full", "fraction") and "check_every_seconds" not in liq:
         yr, jr = PW._chunk_reverse(model, base, key, start, theta, 128, 3e-4, 16)
         assert np.max(np.abs(yr - y0)) <= 1e-12 * np.max(np.abs(y0))
         for n in names:
             assert np.max(np.abs(jr[n] - j0[n])) <= 1e-9 * np.max(np.abs(j0[n])), n
+
+
+def test_forward_mode_columns_do_not_depend_on_which_parameters_are_asked():
+    """The nested forward pass splits the parameters into market (inner jvp), venue (outer) and the fund
+    (no jvp: its column is 0); any subset, including one side only, gives the all-seven run's columns."""
+    from perpjax import random as R
+    from perpjax.sensitivities import pathwise as PW
+
+    model, _, resolved = build_model(TINY)
+    base = S.params.base_of(resolved)
+    key, start = R.seed_key(3), jnp.asarray(0, jnp.uint32)
+
+    def run(names):
+        return PW._chunk_forward_mode(model, base, key, start, {n: jnp.zeros((), model.dtype) for n in names}, 32,
+                                      3e-4, PW.SPARSE)
+
+    y_all, j_all = run(tuple(S.PARAMS))
+    assert np.all(j_all["fund"] == 0) and np.max(np.abs(j_all["mmr"])) > 0
+    for names in (("mmr",), ("vol",), ("fund",), ("fee", "correlation")):
+        y, j = run(names)
+        assert set(j) == set(names)
+        np.testing.assert_allclose(y, y_all, rtol=1e-12, atol=0)
+        for n in names:
+            np.testing.assert_allclose(j[n], j_all[n], rtol=1e-9, atol=1e-12 * np.max(np.abs(j_all[n])))
 
 
 def test_unknown_wrt_is_a_config_error_listing_the_names_and_writes_nothing(tmp_path, capsys):

@@ -13,11 +13,11 @@ slippage). So ``P(liq) = 1 - S_T`` and ``E[bad debt] = sum_t p_t BD_t`` per path
 is ``MM(N) = max_k (N MMR_k - cum_k)``: piecewise linear in the rates, so gradients reach each
 tier's rate and, through the continuity amount, the rates below it.
 
-**Sparse steps** (``soft_outcome(sparse=...)``, the sensitivities' forward mode): a unit whose
-liquidation weight this step is below ``ACTIVE_HAZARD`` is left as is, and the soft liquidation of
-a step runs only on the chunk's paths where some unit's weight reaches it, compacted as the hard
-engine's liquidations are (``sparse.where_active``); ``_soft_step`` says what that changes (less than
-the threshold per unit and step). Calibration runs the dense engine.
+**Sparse steps** (``soft_outcome(sparse=...)``, the sensitivities' forward mode): a step's soft
+liquidation runs only on the chunk's paths where some unit's liquidation weight reaches
+``ACTIVE_HAZARD``, compacted as the hard engine's liquidations are (``sparse.where_active``); on the
+other paths every unit is left as is. ``_soft_step`` says what that changes. Calibration runs the
+dense engine.
 
 **Memory**: reverse mode through the time scan keeps only the scan carry at the start of
 each block of ``block_steps`` steps, and recomputes inside a block (nested ``jax.checkpoint``):
@@ -108,7 +108,7 @@ def check_calibratable(model: RiskModel) -> None:
                          "calibrate without them and evaluate the ladder with them")
 
 
-ACTIVE_HAZARD = 1e-9  # a unit whose liquidation weight this step is below this is skipped (sparse steps)
+ACTIVE_HAZARD = 1e-9  # sparse steps: a path runs its soft liquidation when some unit's weight reaches this
 
 
 def _hazard(m: RiskModel, P, size, mark, collateral, t, temperature):
@@ -129,7 +129,7 @@ def _soft_liquidation(ops) -> SoftBook:
     liq = m.liquidation
     partial = liq.mode != "full"
     size = b.size if partial else P.size
-    h = _hazard(m, P, size, mark, b.collateral, t, temperature)
+    h, w = _weight(m, P, b, mark, t, temperature)
     mark_p = mark[P.asset]
     all_units = jnp.ones((m.n_units,), bool)
     f = liq.execute(all_units, b.collateral, size, P.entry, mid, mark_p, P.asset, P.unit, P.unit_sum, m.ladder)
@@ -141,21 +141,26 @@ def _soft_liquidation(ops) -> SoftBook:
                         b.bad_debt + h * f.bad_debt, b.fee + h * f.fee, b.notional + h * f.notional,
                         b.slippage + h * f.slippage, b.over_notional + h * f.over_notional,
                         b.excess_cost + h * f.excess_cost, size + h[P.unit] * (f.size - size))
-    # Full close: the survival-weighted first passage (the unit does not exist after it).
-    p = b.survival * h
-    return SoftBook(b.collateral, b.survival * (1.0 - h), b.bad_debt + p * f.bad_debt, b.fee + p * f.fee,
-                    b.notional + p * f.notional, b.slippage + p * f.slippage,
-                    b.over_notional + p * f.over_notional, b.excess_cost + p * f.excess_cost, None)
+    # Full close: the survival-weighted first passage (the unit does not exist after it): w = S h.
+    return SoftBook(b.collateral, b.survival * (1.0 - h), b.bad_debt + w * f.bad_debt, b.fee + w * f.fee,
+                    b.notional + w * f.notional, b.slippage + w * f.slippage,
+                    b.over_notional + w * f.over_notional, b.excess_cost + w * f.excess_cost, None)
+
+
+def _weight(m: RiskModel, P, b: SoftBook, mark, t, temperature):
+    """(units,) the hazard ``h_t`` and the weight of this step's liquidation in the carry: ``S_{t-1} h_t``
+    for a full close (the liquidation-time density), ``h_t`` in the partial modes (the mean-field step)."""
+    full = m.liquidation.mode == "full"
+    h = _hazard(m, P, P.size if full else b.size, mark, b.collateral, t, temperature)
+    return h, (b.survival * h if full else h)
 
 
 def _active(m: RiskModel, P, b: SoftBook, mark, t, temperature):
-    """Whether any unit's soft liquidation this step weighs at least ``ACTIVE_HAZARD`` (no gradient:
-    which steps run is not differentiated; a skipped unit's weight and its derivative are below it)."""
+    """Whether any unit's liquidation weight this step reaches ``ACTIVE_HAZARD``. No gradient: which
+    paths run is piecewise constant in the parameters; what a skip drops is ``_soft_step``'s."""
     m, b, mark = jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if isinstance(x, jax.Array) else x,
                                         (m, b, mark))
-    full = m.liquidation.mode == "full"
-    h = _hazard(m, P, P.size if full else b.size, mark, b.collateral, t, temperature)
-    return jnp.any((b.survival * h if full else h) >= ACTIVE_HAZARD)
+    return jnp.any(_weight(m, P, b, mark, t, temperature)[1] >= ACTIVE_HAZARD)
 
 
 def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0):
@@ -165,10 +170,13 @@ def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0)
     liquidation runs only at steps where some unit's liquidation weight (``S_{t-1} h_t``; ``h_t`` in
     the partial modes) reaches ``ACTIVE_HAZARD``, compacted over the chunk's paths as the hard
     engine's liquidations are (``sparse.where_active``: at most that share of them; more run
-    densely). Elsewhere the unit's state is kept as is, which differs from the dense step by less
-    than ``ACTIVE_HAZARD`` in survival weight. Paths must be ``vmap``-ped inside
-    any autodiff transformation (``jax.jvp(jax.vmap(path))``), so that the chunk-level branch is
-    what is differentiated."""
+    densely). On the other paths every unit is kept as is: per unit and step a skip drops a weight
+    below ``ACTIVE_HAZARD`` and a derivative below ``ACTIVE_HAZARD x |dz/dx|`` (``z`` the hazard's
+    argument; ``|dz/dx|`` ~ 1 / tau per unit relative move), and in the partial modes the state moves
+    that would have carried forward. Measured against the dense step (float64): Jacobians within 4e-7
+    of scale on a two-asset book in every mode (``tests/test_sensitivities.py``), 1.6e-7 on the default
+    config over 1,440 steps. Paths must be ``vmap``-ped inside any autodiff transformation
+    (``jax.jvp(jax.vmap(path))``), so that the chunk-level branch is what is differentiated."""
     P = positions(m)
     partial = m.liquidation.mode != "full"
     spec = draw_spec(m)
@@ -180,7 +188,7 @@ def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0)
         b = s.book._replace(collateral=s.book.collateral - mk.payment)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
         ops = (m, P, b, mk.mark, mid, t, temperature)
-        if sparse:
+        if any(c > 0 for c in (sparse if isinstance(sparse, tuple) else (sparse,))):
             b = where_active(_active(m, P, b, mk.mark, t, temperature), _soft_liquidation, lambda o: o[2], ops,
                              capacity=sparse)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -14,7 +15,7 @@ from ..engine import auto_chunk_size
 from .estimates import METRICS, Z_AGREE, compare, hard_values, pathwise_terms
 from .hard import hard_bumped, hard_run
 from .params import PARAMS, STEP, base_of, check_bumps, check_supported
-from .pathwise import path_grads
+from .pathwise import carry_copies, path_grads
 
 REVERSE_CHUNK = 1000  # paths per reverse-mode chunk (memory: each path keeps its block checkpoints)
 TEMPERATURE = 3e-4  # tau: the relaxed hazard's width, a fraction of the unit's notional (package doc)
@@ -99,9 +100,13 @@ def run_sensitivities(s: Setup, *, chunk: int | None = None, progress=print) -> 
 
 
 def _pathwise_chunk(s: Setup) -> int:
+    """The hard runs' chunk; reverse mode at most ``REVERSE_CHUNK``. On an accelerator (where the hard
+    chunk fills memory) divided by the copies of the carry forward mode holds (``carry_copies``)."""
     c = s.resolved["chunk_size"]
     c = auto_chunk_size(s.model, s.paths) if c == "auto" else int(c)
-    return min(c, REVERSE_CHUNK) if s.ad == "reverse" else c
+    if s.ad == "reverse":
+        return min(c, REVERSE_CHUNK)
+    return c if jax.default_backend() == "cpu" else max(64, c // carry_copies(s.names))
 
 
 def _note(s: Setup, metric: str, fund: float) -> str:

@@ -72,6 +72,14 @@ def _outputs(model, base: Base, key, tau, block_steps: int, sparse: float | tupl
     return f
 
 
+def carry_copies(names) -> int:
+    """Copies of the carry forward mode holds for ``names``: the value and one tangent per market
+    parameter, each with one tangent per venue parameter (the outer ``jvp``)."""
+    n_market = sum(n in MARKET for n in names)
+    n_venue = sum(n not in MARKET and n not in OUTSIDE for n in names)
+    return (1 + n_market) * (1 + n_venue)
+
+
 def _jvp_basis(fun, primal: dict, dtype):
     """``fun(primal)`` and its tangent along each of ``primal``'s scalars: (value, {name: tangent}),
     the tangents vmapped (the value computed once)."""
@@ -129,6 +137,8 @@ def path_grads(model, base: Base, names, *, seed: int, n_paths: int, chunk: int,
     backward pass per output through the dense engine, ``block_steps`` per checkpoint).
     ``forward_only``: the sparse relaxed outputs alone (no Jacobian; to measure what a gradient
     costs over a forward run)."""
+    if ad not in ("forward", "reverse"):
+        raise ValueError(f"ad: 'forward' or 'reverse' (got {ad!r})")
     key = R.seed_key(seed)
     theta = {n: jnp.zeros((), model.dtype) for n in names}
     chunk = max(1, min(chunk, n_paths))
@@ -152,4 +162,3 @@ def path_grads(model, base: Base, names, *, seed: int, n_paths: int, chunk: int,
     values = np.concatenate(vals)[:n_paths]
     jac = {n: np.concatenate([j[n] for j in jacs])[:n_paths] for n in names} if jacs else {}
     return PathGrads(values, jac, (t2 - t1) / (len(vals) * chunk), t1 - t0)
-
