@@ -87,7 +87,8 @@ def format_table(table, extra: dict) -> str:
     tail = ""
     if "ratio_vs_hard_forward" in c:
         tail = (f"\ncost: pathwise gradients for all {len(extra['parameters'])} parameters = "
-                f"{c['ratio_vs_hard_forward']:.1f}x a hard-engine forward run on the same paths")
+                f"{c['ratio_vs_hard_forward']:.1f}x a hard-engine forward run on the same paths "
+                f"(wall time per path, compilation excluded)")
     if extra.get("relaxed_refusal"):
         tail += f"\nfinite differences only: the relaxed engine refuses this model ({extra['relaxed_refusal']})"
     return head + "\n" + shown[cols].to_string(index=False) + tail
