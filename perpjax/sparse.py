@@ -30,6 +30,11 @@ from jax.custom_batching import custom_vmap
 DEFAULT_CAPACITY = 1 / 32
 
 
+def shares(capacity) -> tuple[float, ...]:
+    """``capacity`` (one share or a tuple / list of shares) as a tuple of shares."""
+    return tuple(capacity) if isinstance(capacity, (tuple, list)) else (capacity,)
+
+
 def _is_traced(x) -> bool:
     return isinstance(x, jax.Array)
 
@@ -81,8 +86,7 @@ def where_active(active, fn, skip, operands, *, capacity: float | tuple[float, .
             return jax.tree_util.tree_map(
                 lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b), on, off)
 
-        shares = tuple(capacity) if isinstance(capacity, (tuple, list)) else (capacity,)
-        ks = sorted({int(axis_size * c) for c in shares if int(axis_size * c) > 0})
+        ks = sorted({int(axis_size * c) for c in shares(capacity) if int(axis_size * c) > 0})
         if not ks:
             out = dense(dyn)
             return out, jax.tree_util.tree_map(lambda _: True, out)

@@ -53,7 +53,7 @@ import numpy as np
 from .. import random as R
 from ..engine import MarketState, RiskModel, draw, draw_spec, initial_state, margin, market_step, positions
 from ..margin import Ladder
-from ..sparse import where_active
+from ..sparse import shares, where_active
 
 
 class SoftOutcome(NamedTuple):
@@ -188,7 +188,7 @@ def _soft_step(m: RiskModel, path_key, temperature, sparse: float | tuple = 0.0)
         b = s.book._replace(collateral=s.book.collateral - mk.payment)
         mid = (mk.true_price * (1.0 + mk.basis))[P.asset]
         ops = (m, P, b, mk.mark, mid, t, temperature)
-        if any(c > 0 for c in (sparse if isinstance(sparse, (tuple, list)) else (sparse,))):
+        if any(c > 0 for c in shares(sparse)):
             b = where_active(_active(m, P, b, mk.mark, t, temperature), _soft_liquidation, lambda o: o[2], ops,
                              capacity=sparse)
         else:

@@ -12,6 +12,7 @@ DEFAULT_PATHS = 10_000
 
 def register(sub) -> None:
     from ..sensitivities import PARAMS, TEMPERATURE
+    from ..sensitivities.pathwise import AD_MODES
 
     s = sub.add_parser("sensitivities", help="risk sensitivities: pathwise gradients of the venue metrics, checked "
                                              "against finite differences of the hard engine")
@@ -27,7 +28,7 @@ def register(sub) -> None:
                    help="finite-difference half-width in x (log scale; correlation: shift), e.g. vol=0.02")
     s.add_argument("--temperature", type=float, default=TEMPERATURE,
                    help=f"relaxed hazard width, fraction of notional (default {TEMPERATURE:g})")
-    s.add_argument("--ad", choices=("forward", "reverse"), default="forward",
+    s.add_argument("--ad", choices=AD_MODES, default=AD_MODES[0],
                    help="forward mode on the sparse relaxed engine (default; fastest for these few parameters) "
                         "or reverse mode on the dense one (one backward pass per output)")
     s.add_argument("--out", default="perpjax-sensitivities", help="output directory")

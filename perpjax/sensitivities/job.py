@@ -15,7 +15,7 @@ from ..engine import auto_chunk_size
 from .estimates import METRICS, Z_AGREE, compare, hard_values, pathwise_terms
 from .hard import hard_bumped, hard_run
 from .params import PARAMS, STEP, base_of, check_bumps, check_supported
-from .pathwise import carry_copies, path_grads
+from .pathwise import AD_MODES, carry_copies, path_grads
 
 REVERSE_CHUNK = 1000  # paths per reverse-mode chunk (memory: each path keeps its block checkpoints)
 TEMPERATURE = 3e-4  # tau: the relaxed hazard's width, a fraction of the unit's notional (package doc)
@@ -39,7 +39,7 @@ class Setup:
 
 
 def prepare(cfg: dict, names, bumps: dict, *, paths: int, seed: int | None, temperature: float = TEMPERATURE,
-            ad: str = "forward") -> Setup:
+            ad: str = AD_MODES[0]) -> Setup:
     """Validate everything before compute (``ConfigError`` naming the field and bound)."""
     model, _, resolved = build_model(cfg)
     if not (1 <= paths <= 10_000_000):
@@ -48,8 +48,8 @@ def prepare(cfg: dict, names, bumps: dict, *, paths: int, seed: int | None, temp
         raise ConfigError(f"--temperature: must lie in (0, 1] (got {temperature})")
     if seed is not None and not (0 <= int(seed) < 2**64):
         raise ConfigError(f"--seed: must lie in [0, 2**64) (got {seed})")
-    if ad not in ("reverse", "forward"):
-        raise ConfigError(f"--ad: forward or reverse (got {ad!r})")
+    if ad not in AD_MODES:
+        raise ConfigError(f"--ad: {' or '.join(AD_MODES)} (got {ad!r})")
     check_supported(model, names)
     check_bumps(model, base_of(resolved), bumps)
     try:

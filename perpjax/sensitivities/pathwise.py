@@ -41,6 +41,7 @@ from ..calibrate import prepared, soft_outcome
 from .params import Base, apply
 
 OUTPUTS = ("bad_debt", "p_any", "n_liquidated", "fund_loss")
+AD_MODES = ("forward", "reverse")  # the first is the default
 MARKET = ("vol", "correlation")  # the parameters that move the market (the others act at liquidations only)
 SPARSE = (1 / 64, 1 / 16, 1 / 8, 1 / 4)  # shares of a chunk's paths run compacted (sparse.where_active)
 OUTSIDE = ("fund",)  # moves no relaxed output: its effect is the depletion proxy's threshold (``estimates``)
@@ -137,8 +138,8 @@ def path_grads(model, base: Base, names, *, seed: int, n_paths: int, chunk: int,
     backward pass per output through the dense engine, ``block_steps`` per checkpoint).
     ``forward_only``: the sparse relaxed outputs alone (no Jacobian; to measure what a gradient
     costs over a forward run)."""
-    if ad not in ("forward", "reverse"):
-        raise ValueError(f"ad: 'forward' or 'reverse' (got {ad!r})")
+    if ad not in AD_MODES:
+        raise ValueError(f"ad: one of {AD_MODES} (got {ad!r})")
     key = R.seed_key(seed)
     theta = {n: jnp.zeros((), model.dtype) for n in names}
     chunk = max(1, min(chunk, n_paths))
