@@ -23,6 +23,9 @@ import math
 import numpy as np
 from scipy import optimize, special
 
+# Brent stop for the Student-t degrees of freedom: nu is determined to this absolute step.
+XATOL = 1e-6
+
 NU_BOUNDS = (2.05, 100.0)
 
 
@@ -51,7 +54,7 @@ def fit_student_t_nu(z) -> tuple[float, float]:
     i = int(np.argmax(ll))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     res = optimize.minimize_scalar(lambda v: -_t_loglik(v, z), bounds=(a, b), method="bounded",
-                                   options={"xatol": 1e-6})
+                                   options={"xatol": XATOL})
     nu = float(res.x)
     se = math.nan
     h = 1e-3 * nu
