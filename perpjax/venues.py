@@ -196,18 +196,27 @@ def funding_rate(premiums, venue: str, *, interest: float | None = None, clamp: 
     return min(max(sc * rate, -cp), cp)
 
 
-def preset_ladder(spec: str) -> list[dict]:
-    """Config tiers from ``"venue:SYMBOL"`` (e.g. ``"binance_usdm:BTCUSDT"``), or from a bracket file
-    ``"FILE.json[:SYMBOL]"`` / ``"FILE.csv"`` (``read_brackets``)."""
+def ladder_file(spec: str) -> tuple[str | None, str | None]:
+    """(file, symbol) of a bracket-file ladder source ``"FILE.json[:SYMBOL]"`` / ``"FILE.csv[:SYMBOL]"``;
+    (None, None) for a preset ``"venue:SYMBOL"``."""
     path, symbol = spec, None
     if not spec.lower().endswith((".csv", ".json")) and ":" in spec:
         path, symbol = spec.rsplit(":", 1)
-    if path.lower().endswith((".csv", ".json")):
-        return read_brackets(path, symbol).as_config_tiers()
+    return (path, symbol) if path.lower().endswith((".csv", ".json")) else (None, None)
+
+
+def ladder_brackets(spec: str) -> Brackets:
+    """The brackets of a ladder source: a preset ``"venue:SYMBOL"`` (e.g. ``"binance_usdm:BTCUSDT"``) or a
+    bracket file ``"FILE.json[:SYMBOL]"`` / ``"FILE.csv[:SYMBOL]"`` (``read_brackets``). ``max_notional`` is
+    the last bracket's cap: the file's last ``notionalCap``, the preset's ``max_notional`` (else inf)."""
+    path, symbol = ladder_file(spec)
+    if path is not None:
+        return read_brackets(path, symbol)
     venue, _, symbol = spec.partition(":")
     if not symbol:
-        raise ValueError(f"ladder preset: expected 'venue:SYMBOL', got {spec!r}")
-    return brackets(venue, symbol).as_config_tiers()
+        raise ValueError(f"ladder preset: expected 'venue:SYMBOL' or a bracket file FILE.json[:SYMBOL] / "
+                         f"FILE.csv[:SYMBOL], got {spec!r}")
+    return brackets(venue, symbol)
 
 
 # --- A venue's bracket table as a file (Binance's leverage-bracket API) -----------------------------------------

@@ -141,15 +141,15 @@ def test_auto_block_length_and_a_refit_keeps_the_configs_blocks(tmp_path):
 
     from perpjax import estimate
     from perpjax.cli import main
-    from perpjax.cli.backtest import _refitter
+    from perpjax.cli.backtest import refitter
     from perpjax.innovations import auto_block_bars
 
-    assert [auto_block_bars(n) for n in (1, 16, 8712, 11152, 50_000)] == [1, 2, 10, 10, 15]
-    from .test_backtest import _config, _gbm_bars
+    from .helpers import backtest_config, gbm_bars
 
-    _gbm_bars(tmp_path / "bars.csv", 0.6, days=40, sub=4, seed=3)
+    assert [auto_block_bars(n) for n in (1, 16, 8712, 11152, 50_000)] == [1, 2, 10, 10, 15]
+    gbm_bars(tmp_path / "bars.csv", 0.6, days=40, sub=4, seed=3)
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump(_config(0.6)))
+    base.write_text(yaml.safe_dump(backtest_config(0.6)))
     out = tmp_path / "fit.yaml"
     assert main(["fit", str(tmp_path / "bars.csv"), "--symbols", "XUSDT", "--names", "X", "--base", str(base),
                  "--conditional", "--block-bars", "auto", "--stress", "quantile", "--lookback-days", "10",
@@ -159,7 +159,7 @@ def test_auto_block_length_and_a_refit_keeps_the_configs_blocks(tmp_path):
     assert cfg["innovations"]["block_bars"] == auto_block_bars(rows) == round(rows ** 0.25)
     cfg["innovations"]["block_bars"] = 7
     closes = estimate.read_prices(tmp_path / "bars.csv")
-    refit = _refitter(cfg, closes, {"X": "XUSDT"}, 20.0, True, tmp_path / "refits")
+    refit = refitter(cfg, closes, {"X": "XUSDT"}, 20.0, True, tmp_path / "refits")
     new = refit(int(pd.Timestamp("2021-02-05", tz="UTC").timestamp()))
     assert new["innovations"]["block_bars"] == 7 and new["innovations"]["kind"] == "historical"
     build_model(new)

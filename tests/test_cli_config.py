@@ -209,12 +209,11 @@ def test_fit_command_writes_a_config_that_runs(tmp_path, capsys):
 
 
 def test_an_override_changes_one_yaml_alias_only(tmp_path):
-    from perpjax.config import apply_overrides
-    from perpjax.config.load import _read_yaml
+    from perpjax.config import apply_overrides, load_config
 
     f = tmp_path / "c.yaml"
     f.write_text("base: &lad [{floor: 0, mmr: 0.01}]\nladders: {BTC: *lad, ETH: *lad}\n")
-    cfg = _read_yaml(f)
+    cfg = load_config(f)
     assert cfg["ladders"]["BTC"] is cfg["ladders"]["ETH"]  # the alias is one object
     out = apply_overrides(cfg, ["ladders.BTC.0.mmr=0.02"])
     assert out["ladders"]["BTC"][0]["mmr"] == 0.02

@@ -6,13 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_config_args, load
 from .report import html_report
 
 
 def register(sub) -> None:
     b = sub.add_parser("backtest", help="forecast liquidations and VaR at rolling origins and test them against "
                                          "what happened (Kupiec, Christoffersen, Basel traffic light, Brier)")
-    b.add_argument("config", help="a fitted config (perpjax fit): its market is forecast; its book is not used")
+    add_config_args(b, config_help="a fitted config (perpjax fit): its market is forecast (default: the packaged "
+                                   "default config); its book is not used, so no --book", book=False,
+                    progress_help="no progress bar")
     b.add_argument("--data", help="price bars (timestamp,symbol,open,high,low,close); default: the shared "
                                   "Binance USD-M hourly file")
     b.add_argument("--symbols", help="comma-separated data symbols, one per config asset (default: NAME + USDT)")
@@ -33,7 +36,6 @@ def register(sub) -> None:
                         "the --fit-window-days before every K-th origin; default 0: the config's fit throughout")
     b.add_argument("--fit-window-days", type=float, default=365.0, help="trailing estimation window of a refit")
     b.add_argument("--out", default="perpjax-backtest", help="output directory")
-    b.add_argument("--no-progress", action="store_true")
     b.add_argument("--report", action="store_true", help="also write OUT/report.html (see `perpjax report`)")
     b.set_defaults(func=run_command)
 
@@ -47,12 +49,12 @@ def run_command(a) -> int:
     from ..backtest import report
     from ..backtest.cases import default_cases
     from ..backtest.run import origins, run_backtest
-    from ..config import ConfigError, build_model, load_config
+    from ..config import ConfigError, build_model
     from ..io import manifest
     from ..runtime import CompileClock
 
     try:
-        base = load_config(a.config)
+        base = load(a)
         _, _, resolved = build_model(base)
         names = resolved["asset_names"]
         syms = [s.strip() for s in a.symbols.split(",")] if a.symbols else [f"{n}USDT" for n in names]
@@ -79,7 +81,7 @@ def run_command(a) -> int:
 
     t0 = time.perf_counter()
     try:
-        refit = (_refitter(base, closes, symbols, a.fit_window_days, conditional, Path(a.out) / "refits")
+        refit = (refitter(base, closes, symbols, a.fit_window_days, conditional, Path(a.out) / "refits")
                  if a.refit_every else None)
         with CompileClock() as clock:
             f = run_backtest(base, data, symbols, start=a.start, end=a.end, every_seconds=a.every,
@@ -121,10 +123,20 @@ def _state_filter(base: dict, closes, symbols: dict):
     return lambda origin, cfg: estimate.market_state(estimate.filter_config_state(cfg, closes, syms, origin))
 
 
-def _refitter(base: dict, closes, symbols: dict, window_days: float, conditional: bool, folder: Path):
-    """origin -> the config re-estimated on the ``window_days`` before the origin (``perpjax fit``; with
-    ``conditional`` also its residual sample, written to ``folder``, a fixed number of rows so a refit
-    does not recompile)."""
+def refitter(base: dict, closes, symbols: dict, window_days: float, conditional: bool, folder: Path):
+    """origin -> the config re-estimated on the ``window_days`` before the origin: what ``--refit-every``
+    runs (``perpjax fit`` on that window; with ``conditional`` also its residual sample, written to
+    ``folder``, a fixed number of rows so a refit does not recompile; the base's ``innovations.block_bars``
+    kept).
+
+    Args:
+        base: the backtest's config (its book and ladders are kept).
+        closes: the price bars (``estimate.read_prices``).
+        symbols: asset name -> data symbol.
+        window_days: the trailing estimation window.
+        conditional: also refit the FHS residual sample.
+        folder: where the refits' residual files go.
+    """
     from .. import estimate
 
     names = [x["name"] for x in base["assets"]]

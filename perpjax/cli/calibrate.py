@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .common import add_config_args, load
+
 
 def register(sub) -> None:
     cb = sub.add_parser("calibrate", help="tune the maintenance ladders by gradient (config section calibration)")
-    cb.add_argument("config", nargs="?", help="YAML config (default: the packaged default config)")
+    add_config_args(cb, progress_help="no per-iteration lines")
     cb.add_argument("--out", default="perpjax-calibration", help="output directory")
-    cb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set calibration.iterations=50 (repeatable)")
     cb.add_argument("--resume", action="store_true", help="continue from DIR/calibration_checkpoint.npz")
     cb.add_argument("--report", action="store_true", help="also write OUT/report.html (see `perpjax report`)")
     cb.set_defaults(func=run_command)
@@ -21,13 +21,13 @@ def run_command(a) -> int:
     import time
 
     from ..calibrate import check_calibratable, ladder_space, run_calibration
-    from ..config import ConfigError, apply_overrides, build_model, load_config, resolve_calibration
+    from ..config import ConfigError, build_model, resolve_calibration
     from ..io import atomic_write_json, manifest
     from ..runtime import CompileClock
     from .report import html_report
 
     try:
-        cfg = apply_overrides(load_config(a.config), a.overrides)
+        cfg = load(a)
         model, _, resolved = build_model(cfg)
         check_calibratable(model)
         ladder_space(model, resolved["asset_names"], resolve_calibration(resolved))  # raises naming the field
@@ -36,12 +36,13 @@ def run_command(a) -> int:
         return 2
     t0 = time.perf_counter()
     with CompileClock() as clock:
-        res = run_calibration(cfg, out_dir=a.out, resume=a.resume)
+        res = run_calibration(cfg, out_dir=a.out, resume=a.resume, log=None if a.no_progress else print)
     m = res["metrics"]
     # last: what produced the directory (the resolved config before calibration; the tuned one is calibrated.yaml)
     atomic_write_json(Path(a.out) / "manifest.json", manifest(
         resolved, seed=resolved["seed"], wall_seconds=time.perf_counter() - t0,
-        extra={"kind": "calibrate", "config_file": a.config, "iterations": m["iterations"], **clock.record()}))
+        extra={"kind": "calibrate", "config_file": a.config, "book_file": a.book, "iterations": m["iterations"],
+               **clock.record()}))
     print(res["ladder"].to_string(index=False, float_format=lambda x: f"{x:,.6g}"))
     print(metrics_table(m))
     print(f"\nwrote {a.out}/ladder.csv, ladder_before.csv, history.csv, metrics.json, calibrated.yaml, *.png, "

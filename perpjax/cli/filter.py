@@ -8,9 +8,10 @@ them). The book is kept as written: its entries and collateral are the positions
 origin marks them at the new prices, as a daily run of a real book must; a book that the new prices put
 below maintenance is refused (nothing written) unless ``--rebase-book`` moves it with the prices,
 leverage kept (``estimate.rebase_book``, what ``perpjax fit`` does to the base book: for a synthetic
-book), or the config allows it (``book.start_below_maintenance``). Every other line is kept
-(``innovations.residuals`` is re-pointed only when ``--out`` is in another directory, so the file
-still finds its residuals); the written text is read back and must give the new blocks exactly.
+book), or the config allows it (``book.start_below_maintenance``). Every other line is kept (when
+``--out`` is in another directory, the relative file paths the file writes, ``innovations.residuals``,
+``book.csv``, a ladder's bracket file, ``extends``, are re-pointed so the copy still finds its files:
+``config.files.rebase``); the written text is read back and must give the new blocks exactly.
 """
 
 from __future__ import annotations
@@ -126,14 +127,13 @@ def _check_state_assets(cfg, names, residuals, path) -> None:
 
 
 def run_command(a) -> int:
-    import os
     from pathlib import Path
 
     import numpy as np
     import yaml
 
     from .. import estimate, replay
-    from ..config import ConfigError, build_model, load_config
+    from ..config import ConfigError, build_model, files, load_config
     from ..io import atomic_write_text
     from ..timeutil import format_time, parse_time
 
@@ -169,14 +169,17 @@ def run_command(a) -> int:
         for key in blocks[1:]:
             text = replace_block(text, key, yaml.safe_dump({key: new[key]}, sort_keys=False,
                                                            default_flow_style=None))
-        if out.resolve().parent != src.resolve().parent and inn.get("residuals"):
-            raw_inn = dict(yaml.safe_load(src.read_text()).get("innovations") or {})
-            raw_inn["residuals"] = os.path.relpath(inn["residuals"], out.resolve().parent)
-            text = replace_block(text, "innovations", yaml.safe_dump({"innovations": raw_inn}, sort_keys=False))
+        written = {k: new[k] for k in blocks}
+        if out.resolve().parent != src.resolve().parent:  # the file's relative paths follow it (config.files)
+            raw = yaml.safe_load(src.read_text())
+            moved = files.rebase(raw, src.parent, out.parent)
+            for key in [k for k in moved if moved[k] != raw[k] and k not in blocks]:
+                text = replace_block(text, key, yaml.safe_dump({key: moved[key]}, sort_keys=False))
+                written[key] = moved[key]
         note = f"{NOTE} over {st.n_bars} bars of {', '.join(symbols)} to {state['time']}; parameters as fitted\n"
         text = replace_block(text, "market_state", note + yaml.safe_dump({"market_state": state}, sort_keys=False),
                              NOTE)
-        _check_written(text, {k: new[k] for k in blocks}, src)
+        _check_written(text, written, src)
     except (ValueError, ConfigError) as e:
         print(f"perpjax: input error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import add_config_args, load
+
 STRESS_FALLBACK_CHOICES = ("quantile", "calm", "error")
 
 
@@ -25,7 +27,8 @@ def register(sub) -> None:
     ft.add_argument("--start", help="first bar (UTC date or unix seconds)")
     ft.add_argument("--end", help="end of the window, exclusive (UTC date or unix seconds)")
     ft.add_argument("--base", help="config whose book, ladders and depth the fitted market goes into "
-                                   "(default: the packaged default)")
+                                   "(default: the packaged default); --book and --set apply to it")
+    add_config_args(ft, config=False, progress=False)
     ft.add_argument("--out", default="fitted.yaml", help="config file to write (default: fitted.yaml)")
     ft.add_argument("--conditional", action="store_true",
                     help="also write market_state (GARCH variance and regime filtered to the end of the window) and "
@@ -57,7 +60,7 @@ def register(sub) -> None:
                     help="report the flagged jump rate, not net of the fitted GARCH-t's own false flags")
     ft.add_argument("--keep-book", action="store_true",
                     help="keep the base book's entries and collateral as they are (default: rebased to the "
-                         "fitted prices, leverage kept)")
+                         "fitted prices, leverage kept; always kept with --book: a real book's entries are its own)")
     ft.set_defaults(func=run_command)
 
 
@@ -136,7 +139,7 @@ def run_command(a) -> int:
     import yaml
 
     from .. import estimate, replay
-    from ..config import ConfigError, build_model, load_config
+    from ..config import ConfigError, build_model
     from ..innovations import auto_block_bars
     from ..io import atomic_write_text
 
@@ -149,15 +152,15 @@ def run_command(a) -> int:
     res_path = out.with_name(out.stem + ".residuals.npz")
     tmp_npz = None
     try:
+        base = load(a, a.base)  # a bad base, --book or --set fails before the prices are read
         closes = estimate.read_prices(a.csv if a.csv else replay.default_data_path())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = _fit(a, closes, symbols)
         for w in caught:
             print(f"perpjax: warning: {w.message}", file=sys.stderr)
-        base = load_config(a.base)
         cfg = estimate.market_config(res, names, base)
-        cfg, notes = _venue_ready(cfg, base, a.keep_book)
+        cfg, notes = _venue_ready(cfg, base, a.keep_book or a.book is not None)
         check = cfg
         if a.conditional:
             g = estimate.garch_from_config(cfg)

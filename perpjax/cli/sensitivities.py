@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from .common import add_config_args, load
 from .report import html_report
 
 DEFAULT_PATHS = 10_000
@@ -16,14 +17,12 @@ def register(sub) -> None:
 
     s = sub.add_parser("sensitivities", help="risk sensitivities: pathwise gradients of the venue metrics, checked "
                                              "against finite differences of the hard engine")
-    s.add_argument("config", nargs="?", help="YAML config (default: the packaged default config)")
+    add_config_args(s, progress_help="no progress messages (the stage lines on stderr)")
     s.add_argument("--wrt", metavar="P1,P2,...",
                    help=f"parameters (default vol,correlation,mmr,depth,fee; valid: {', '.join(PARAMS)})")
     s.add_argument("--paths", type=int, default=DEFAULT_PATHS,
                    help=f"Monte Carlo paths (default {DEFAULT_PATHS:,}; not the config's paths)")
     s.add_argument("--seed", type=int, help="random seed (default: the config's)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable)")
     s.add_argument("--bump", action="append", default=[], metavar="NAME=H",
                    help="finite-difference half-width in x (log scale; correlation: shift), e.g. vol=0.02")
     s.add_argument("--temperature", type=float, default=TEMPERATURE,
@@ -37,7 +36,7 @@ def register(sub) -> None:
 
 
 def run_command(a) -> int:
-    from ..config import ConfigError, apply_overrides, load_config
+    from ..config import ConfigError
     from ..io import atomic_write_json, atomic_write_text, manifest
     from ..runtime import CompileClock
     from ..sensitivities import parse_bumps, parse_wrt, prepare, run_sensitivities
@@ -45,7 +44,7 @@ def run_command(a) -> int:
 
     try:
         names = parse_wrt(a.wrt)
-        cfg = apply_overrides(load_config(a.config), a.overrides)
+        cfg = load(a)
         setup = prepare(cfg, names, parse_bumps(a.bump, names), paths=a.paths, seed=a.seed,
                         temperature=a.temperature, ad=a.ad)
     except ConfigError as e:
@@ -56,10 +55,10 @@ def run_command(a) -> int:
             for old in ("sensitivities.csv", "manifest.json", "report.html"):  # never beside new numbers
                 (d.path / old).unlink(missing_ok=True)
             with CompileClock() as clock:
-                table, extra = run_sensitivities(setup, progress=lambda m: print(m, file=sys.stderr))
+                table, extra = run_sensitivities(setup, progress=_quiet if a.no_progress else _say)
             atomic_write_text(d.path / "sensitivities.csv", table.to_csv(index=False))
             m = manifest(setup.resolved, seed=setup.seed, wall_seconds=extra["sensitivities_wall_seconds"],
-                         extra={**extra, "config_file": a.config, **clock.record()})
+                         extra={**extra, "config_file": a.config, "book_file": a.book, **clock.record()})
             atomic_write_json(d.path / "manifest.json", m)
     except ConfigError as e:  # the out dir refused
         print(f"perpjax: {e}", file=sys.stderr)
@@ -67,6 +66,14 @@ def run_command(a) -> int:
     print(format_table(table, extra))
     print(f"\nwrote {a.out}/sensitivities.csv and manifest.json")
     return html_report(a.out) if a.report else 0
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _quiet(msg: str) -> None:
+    """--no-progress: the stage lines are dropped."""
 
 
 def format_table(table, extra: dict) -> str:

@@ -7,12 +7,13 @@ import sys
 
 import numpy as np
 
+from .common import add_config_args, load
 from .report import html_report
 
 
 def register(sub) -> None:
     s = sub.add_parser("simulate", help="simulate a book and report liquidation and tail-loss metrics")
-    s.add_argument("config", nargs="?", help="YAML config (default: the packaged default config)")
+    add_config_args(s)
     s.add_argument("--scenario", metavar="NAME",
                    help="apply a packaged stress scenario over the config (see `perpjax scenarios`)")
     s.add_argument("--paths", type=int, help="number of Monte Carlo paths")
@@ -28,9 +29,6 @@ def register(sub) -> None:
     d.add_argument("--process-id", metavar="I", help="this process, 0..N-1 (env PERPJAX_PROCESS_ID)")
     d.add_argument("--init-timeout", metavar="S",
                    help="seconds to wait for the other processes at start-up (default 120; env PERPJAX_INIT_TIMEOUT)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set mark.window_seconds=300 (repeatable)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--report", action="store_true", help="also write DIR/report.html (see `perpjax report`)")
     s.add_argument("--resume", action="store_true",
                    help="continue a killed run: the chunks already in DIR/paths/ are kept (each finished chunk "
@@ -56,13 +54,8 @@ def _name_account(msg: str, cfg: dict) -> str:
 
 
 def _load(args):
-    """The run's config with scenario, overrides, --paths and --seed applied, validated (ConfigError)."""
-    from ..config import apply_overrides, apply_scenario, load_config
-
-    cfg = load_config(args.config)
-    if args.scenario:
-        cfg = apply_scenario(cfg, args.scenario)
-    cfg = apply_overrides(cfg, args.overrides)
+    """The run's config with scenario, --book, overrides, --paths and --seed applied (``common.load``)."""
+    cfg = load(args, scenario=args.scenario)
     if args.paths is not None:
         cfg["paths"] = args.paths
     if args.seed is not None:
@@ -114,7 +107,7 @@ def run_command(args) -> int:
         if bar is not None:
             bar.update(done - bar.n)
 
-    extra = {"scenario": args.scenario, "config_file": args.config}
+    extra = {"scenario": args.scenario, "config_file": args.config, "book_file": args.book}
     try:
         if args.compare_modes:
             return compare(cfg, args, progress, bar, extra)

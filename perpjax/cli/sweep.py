@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import sys
 
+from .common import add_config_args, load
+
 HEADLINE = ("p_any_liquidation", "bad_debt_mean", "bad_debt_es_99", "p_insurance_fund_depleted")
 
 
 def register(sub) -> None:
     s = sub.add_parser("sweep", help="run parameter sets on the same random paths in one compiled kernel and "
                                      "tabulate every venue metric with standard errors")
-    s.add_argument("config", help="YAML config: the base every set changes")
+    add_config_args(s, config_help="YAML config: the base every set changes (default: the packaged default config)")
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a dotted config key (as --set takes it) and its values; several --grid: their Cartesian "
                         "product (set 0 = the first value of each)")
@@ -20,19 +22,15 @@ def register(sub) -> None:
     s.add_argument("--paths", type=int, help="Monte Carlo paths of every set")
     s.add_argument("--seed", type=int, help="random seed (the same for every set: common random numbers)")
     s.add_argument("--out", default="perpjax-sweep", help="output directory (default: perpjax-sweep)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value of every set (repeatable)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--report", action="store_true", help="also write OUT/report.html (`perpjax report`)")
     s.set_defaults(func=run_command)
 
 
 def prepare(args, warn=None):
     """(base config, validated sets) from the arguments; a ``ConfigError`` before any compute."""
-    from ..config import apply_overrides, load_config
     from ..sweep import build_sets, parse_grid, read_table, set_texts
 
-    base = apply_overrides(load_config(args.config), args.overrides)
+    base = load(args)
     if args.paths is not None:
         base["paths"] = args.paths
     if args.seed is not None:

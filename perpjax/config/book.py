@@ -1,12 +1,19 @@
-"""The book section: accounts listed in the config, read from a CSV, or generated."""
+"""The book section: accounts listed in the config, read from a CSV, or generated; a user's own book file
+(CSV or JSON) put in place of the config's (``use_book``, the CLI's ``--book``)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
 from ..io import read_csv
 from ..margin import BookLabels
+from . import schema
 from .schema import ConfigError
+
+BOOK_FORMATS = (".csv", ".json")
 
 
 def book_from_accounts(accounts, names, n_assets):
@@ -52,7 +59,8 @@ def book_from_accounts(accounts, names, n_assets):
 def read_book_csv(path, names):
     """CSV with columns account, mode, asset, size, entry, collateral (cross) / margin (isolated).
 
-    One row per position; a cross account repeats its collateral on each row. Every fault is a
+    One row per position; a cross account's collateral is on its first row, and repeated (the same value) or
+    left empty on its other rows. ``mode`` is optional (default cross). Every fault is a
     ``ConfigError`` naming the file and, for a bad value, its row (1-based line in the file, the
     header is line 1) and column.
     """
@@ -117,6 +125,60 @@ def read_book_csv(path, names):
         elif a["mode"] != mode:
             raise ConfigError(f"{where}: row {line}, column mode: account {acc!r} is {a['mode']} on an earlier "
                               f"row, {mode} here")
+        elif mode == "cross" and cell(i, "collateral", required=False) not in (None, a["collateral"]):
+            raise ConfigError(f"{where}: row {line}, column collateral: account {acc!r} has collateral "
+                              f"{a['collateral']:g} on an earlier row, {cell(i, 'collateral'):g} here (one account, "
+                              "one collateral: repeat it or leave it empty)")
         margin = amount(i, "margin", acc, mode) if mode == "isolated" else None
         a["positions"].append({"asset": asset, "size": size, "entry": entry, "margin": margin})
     return list(accounts.values())
+
+
+def read_book_json(path, names=None) -> list[dict]:
+    """Accounts from a JSON file: ``{"accounts": [...]}`` or a bare list of accounts, each as the config's
+    ``book.accounts`` writes it: ``{"id", "mode": "cross" | "isolated", "collateral" (cross), "positions":
+    [{"asset", "size", "entry", "margin" (isolated)}]}``.
+
+    Every fault is a ``ConfigError`` naming the file and the item (``accounts[2].positions[0].size``); with
+    ``names`` (the config's assets) an unknown asset and a missing collateral / margin are found here too.
+    """
+    where = f"book: {path}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: not readable ({getattr(e, 'strerror', None) or e})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON ({e})") from None
+    if isinstance(data, dict) and set(data) == {"accounts"}:
+        data = data["accounts"]
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"{where}: expected {{\"accounts\": [...]}} or a non-empty list of accounts")
+    accounts = [schema.validate(schema.Account, a, f"{where}: accounts[{i}]").model_dump()
+                for i, a in enumerate(data)]
+    if names is not None:
+        try:
+            book_from_accounts(accounts, list(names), len(names))
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("book.accounts", f"{where}: accounts", 1)) from None
+    return accounts
+
+
+def use_book(cfg: dict, path) -> dict:
+    """``cfg`` with its book's accounts replaced by the file's (``--book FILE``): a CSV becomes ``book.csv``
+    (``read_book_csv``), a JSON file ``book.accounts`` (``read_book_json``); ``book.generate`` is dropped,
+    ``book.start_below_maintenance`` kept. ``path`` is relative to the working directory."""
+    p = Path(path)
+    if p.suffix.lower() not in BOOK_FORMATS:
+        raise ConfigError(f"--book: {path}: expected a .csv or .json book (the format: docs/own-book.md)")
+    book = cfg.get("book") if isinstance(cfg.get("book"), dict) else {}
+    book = {k: v for k, v in book.items() if k not in ("accounts", "csv", "generate")}
+    if p.suffix.lower() == ".csv":
+        book["csv"] = str(p.resolve())
+    else:
+        assets = cfg.get("assets")
+        names = ([a["name"] for a in assets] if isinstance(assets, list) and all(
+            isinstance(a, dict) and isinstance(a.get("name"), str) for a in assets) else None)
+        book["accounts"] = read_book_json(p, names)
+    return {**cfg, "book": book}

@@ -1,5 +1,5 @@
-"""Reading configs: YAML files with ``extends``, ``--set`` overrides, packaged scenarios, and the schema
-check that fills defaults (``resolve``)."""
+"""Reading configs: YAML files with ``extends``, ``--set`` overrides, packaged scenarios, a user's book file,
+and the schema check that fills defaults (``resolve``). Relative file paths follow one rule (``files``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from ..venues import preset_ladder
-from . import schema
+from . import files, ladders, schema
+from .book import use_book
 from .schema import ConfigError
 
 
@@ -38,7 +38,7 @@ def apply_scenario(cfg: dict, name: str) -> dict:
     if not p.is_file():
         names = ", ".join(n for n, _ in list_scenarios())
         raise ConfigError(f"--scenario {name}: no such scenario (available: {names})")
-    raw = yaml.safe_load(p.read_text())
+    raw = files.anchor(yaml.safe_load(p.read_text()), p.parent)
     raw.pop("extends", None)
     return deep_merge(cfg, raw)
 
@@ -48,7 +48,11 @@ def _parse_value(text):
 
 
 def apply_overrides(cfg: dict, overrides) -> dict:
-    """Apply ``a.b.0.c=value`` overrides (value parsed as YAML)."""
+    """Apply ``a.b.0.c=value`` overrides (value parsed as YAML).
+
+    A list of named items is selected by index or by name: ``assets.BTC.vol`` (an asset's ``name``),
+    ``book.accounts.whale.collateral`` (an account's ``id``), ``...positions.ETH.size`` (a position's
+    ``asset``); an all-digit key is an index."""
     cfg = copy.deepcopy(cfg)
     for item in overrides or ():
         if "=" not in item:
@@ -59,9 +63,7 @@ def apply_overrides(cfg: dict, overrides) -> dict:
         for i, k in enumerate(keys):
             last = i == len(keys) - 1
             if isinstance(node, list):
-                if not k.isdigit() or int(k) >= len(node):
-                    raise ConfigError(f"{'.'.join(keys[:i + 1])}: no such list index")
-                k = int(k)
+                k = _list_index(node, k, ".".join(keys[:i + 1]))
             elif not isinstance(node, dict):
                 raise ConfigError(f"{'.'.join(keys[:i + 1])}: cannot set inside a {type(node).__name__}")
             if last:
@@ -74,6 +76,30 @@ def apply_overrides(cfg: dict, overrides) -> dict:
                 node[k] = copy.copy(node[k]) if isinstance(node[k], (dict, list)) else node[k]
                 node = node[k]
     return cfg
+
+
+NAME_KEYS = ("name", "id", "asset")  # what names an item of a list: assets, accounts, positions
+
+
+def _list_index(items: list, key: str, where: str) -> int:
+    """The position in ``items`` that ``key`` selects: an index, or the one item whose name is ``key``."""
+    if not items:
+        raise ConfigError(f"{where}: the list is empty (nothing to select)")
+    if key.isdigit():
+        if int(key) >= len(items):
+            raise ConfigError(f"{where}: no such list index (the list has {len(items)} item(s): 0 to "
+                              f"{len(items) - 1})")
+        return int(key)
+    field = next((f for f in NAME_KEYS if all(isinstance(x, dict) and f in x for x in items)), None)
+    if field is None:
+        raise ConfigError(f"{where}: expected a list index 0 to {len(items) - 1} (the items have no names)")
+    hits = [j for j, x in enumerate(items) if str(x[field]) == key]
+    if not hits:
+        known = ", ".join(str(x[field]) for x in items)
+        raise ConfigError(f"{where}: unknown {field} {key!r} (known: {known})")
+    if len(hits) > 1:
+        raise ConfigError(f"{where}: {len(hits)} items with {field} {key!r} (at {hits}): select one by index")
+    return hits[0]
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -93,7 +119,7 @@ def _read_yaml(p: Path, chain=()) -> dict:
         raise ConfigError(f"config: not valid YAML ({p}): {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: top level of {p} must be a mapping")
-    _anchor_residuals(raw, p)
+    files.anchor(raw, p.parent)  # relative paths: relative to this file, the one that names them
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -105,34 +131,37 @@ def _read_yaml(p: Path, chain=()) -> dict:
     return deep_merge(_read_yaml(bp, (*chain, p.resolve())), raw)
 
 
-def _anchor_residuals(raw: dict, p: Path) -> None:
-    """A relative ``innovations.residuals`` path is relative to the config file that names it."""
-    inn = raw.get("innovations")
-    if isinstance(inn, dict) and isinstance(inn.get("residuals"), str) and not Path(inn["residuals"]).is_absolute():
-        inn["residuals"] = str((p.parent / inn["residuals"]).resolve())
-
-
-def load_config(path=None, overrides=()) -> dict:
-    """Read a YAML config (the packaged default when ``path`` is None) and apply overrides.
+def load_config(path=None, overrides=(), *, book=None, scenario: str | None = None) -> dict:
+    """Read a YAML config (the packaged default when ``path`` is None), then apply in turn the packaged
+    ``scenario`` (``apply_scenario``), the ``book`` file (``book.use_book``: CSV or JSON) and the overrides.
 
     A config may start with ``extends: default`` (or a path relative to it): it is
     then the base config with this file's keys merged over it (mappings merge key
     by key; lists such as ``book.accounts`` or ``correlation`` replace).
+
+    File paths (``files.FILE_KEYS``): relative to the config file that writes them; ``book`` and paths
+    in ``overrides`` are relative to the working directory (all are absolute in the result).
     """
     p = Path(path) if path is not None else default_config_path()
-    return apply_overrides(_read_yaml(p), overrides)
+    cfg = _read_yaml(p)
+    if scenario:
+        cfg = apply_scenario(cfg, scenario)
+    if book is not None:
+        cfg = use_book(cfg, book)
+    return files.anchor(apply_overrides(cfg, overrides), Path.cwd())
 
 
 def resolve(cfg: dict) -> dict:
     """Check the whole config against the schema (``schema.Config``) and fill defaults (no models built).
 
-    Ladder presets (``"venue:SYMBOL"``) are expanded first; the result is plain data.
+    Ladder sources (a preset ``"venue:SYMBOL"`` or a bracket file, ``ladders``) are expanded first, and the
+    listed book is checked against their caps; the result is plain data.
     """
     if not isinstance(cfg, dict):
         raise ConfigError("config: top level must be a mapping")
-    cfg = dict(cfg)
+    cfg, caps = dict(cfg), {}
     if isinstance(cfg.get("ladders"), dict):
-        cfg["ladders"] = {name: _preset(name, tiers) for name, tiers in cfg["ladders"].items()}
+        cfg["ladders"], caps = ladders.expand(cfg["ladders"])
     c = schema.validate(schema.Config, cfg).model_dump(by_alias=True)
     names = [a["name"] for a in c["assets"]]
     if len(set(names)) != len(names):
@@ -143,17 +172,8 @@ def resolve(cfg: dict) -> dict:
     extra = sorted(set(c["ladders"]) - set(names))
     if extra:
         raise ConfigError(f"ladders.{extra[0]}: not an asset (assets: {', '.join(names)})")
+    ladders.check_caps(c, caps)
     return c
-
-
-def _preset(name: str, tiers):
-    """A ladder given as a venue preset (``"binance_usdm:BTCUSDT"``) -> its tiers."""
-    if not isinstance(tiers, str):
-        return tiers
-    try:
-        return preset_ladder(tiers)
-    except ValueError as e:
-        raise ConfigError(f"ladders.{name}: {e}") from None
 
 
 def resolve_calibration(c: dict) -> dict:

@@ -1,0 +1,80 @@
+"""Ladders given by their source (a venue preset or a bracket file) and the rule that the book fits under the
+source's last bracket.
+
+A ladder in the config is a list of tiers, or a source: ``"venue:SYMBOL"`` (a packaged preset),
+``"FILE.json[:SYMBOL]"`` / ``"FILE.csv[:SYMBOL]"`` (a bracket table as Binance's leverage-bracket API gives
+it, ``venues.read_brackets``), or the mapping ``{source: ..., extend_last_bracket: false}``. A source whose
+last bracket has a cap (the file's last ``notionalCap``, the preset's ``max_notional``) covers notionals up
+to that cap only: a position above it is refused, naming the account, the asset, the notional and the cap,
+as ``perpjax margin`` refuses that notional, unless ``extend_last_bracket: true`` margins it at the last
+bracket's rates.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..venues import ladder_brackets
+from .book import read_book_csv
+from .fields import Bool, Section, Str, validate
+from .schema import ConfigError
+
+EXTEND = "extend_last_bracket"
+
+
+class LadderSource(Section):
+    """``ladders.NAME: {source, extend_last_bracket}``."""
+
+    source: Str
+    extend_last_bracket: Bool = False
+
+
+def expand(ladders: dict) -> tuple[dict, dict]:
+    """(ladders with every source expanded to its tiers, {asset: (cap, source)} of the sources whose last
+    bracket is capped and not extended); a bad source is a ``ConfigError`` naming ``ladders.NAME``."""
+    out, caps = {}, {}
+    for name, v in ladders.items():
+        if isinstance(v, dict):
+            s = validate(LadderSource, v, f"ladders.{name}")
+            source, extend = s.source, s.extend_last_bracket
+        elif isinstance(v, str):
+            source, extend = v, False
+        else:
+            out[name] = v
+            continue
+        try:
+            br = ladder_brackets(source)
+        except ValueError as e:
+            raise ConfigError(f"ladders.{name}: {e}") from None
+        out[name] = br.as_config_tiers()
+        if not extend and math.isfinite(br.max_notional):
+            caps[name] = (float(br.max_notional), source)
+    return out, caps
+
+
+def check_caps(c: dict, caps: dict) -> None:
+    """Every listed position (``book.accounts`` and ``book.csv``) within its ladder's cap at the asset's start
+    price (``assets[].price``, where the first margin check marks it); ``c`` a resolved config. Raises a
+    ``ConfigError`` naming the ladder, the account, the notional and the cap. Not checked: a generated book
+    (``book.generate``: drawn when the model is built) and notionals that price moves carry above the cap
+    during a run (the engine's last tier has no cap)."""
+    if not caps:
+        return
+    price = {a["name"]: float(a["price"]) for a in c["assets"]}
+    accounts = list(c["book"]["accounts"])
+    if c["book"]["csv"] is not None:
+        accounts += read_book_csv(c["book"]["csv"], list(price))
+    for acc in accounts:
+        for pos in acc["positions"]:
+            name = pos["asset"]
+            if name not in caps:
+                continue
+            cap, source = caps[name]
+            notional = abs(float(pos["size"])) * price[name]
+            if notional > cap:
+                raise ConfigError(
+                    f"ladders.{name}: account {acc['id']!r} holds {name} notional {notional:,.0f} USD (size "
+                    f"{float(pos['size']):g} at the start price {price[name]:,.10g}), above the last bracket's cap "
+                    f"{cap:,.0f} of {source}: the ladder does not cover it (as `perpjax margin` refuses it); "
+                    f"write ladders.{name}: {{source: {source}, {EXTEND}: true}} to margin it at the last "
+                    "bracket's rates")
