@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .config import ConfigError
+from .errors import ConfigError
 
 ENV = {"coordinator": "PERPJAX_COORDINATOR", "num_processes": "PERPJAX_NUM_PROCESSES",
        "process_id": "PERPJAX_PROCESS_ID", "init_timeout": "PERPJAX_INIT_TIMEOUT"}

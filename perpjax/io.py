@@ -10,6 +10,10 @@ from pathlib import Path
 
 import jax
 
+from .datadir import default_data_path
+from .errors import ConfigError
+from .version import __version__
+
 
 def _atomic_write(path, mode: str, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then ``os.replace`` it
@@ -100,8 +104,6 @@ def data_files(cfg: dict) -> list[str]:
     walk(cfg)
     replay = (cfg.get("events") or {}).get("replay") if isinstance(cfg.get("events"), dict) else None
     if isinstance(replay, dict) and not replay.get("csv"):
-        from .replay import default_data_path
-
         if default_data_path().is_file():
             found.append(str(default_data_path().resolve()))
     return sorted(set(found))
@@ -141,8 +143,6 @@ def manifest(cfg: dict, *, seed: int, wall_seconds: float, extra=None, command=N
     import datetime
     import sys
 
-    from . import __version__
-
     dev = jax.devices()[0]
     versions = {"perpjax": __version__, "jax": jax.__version__, "python": platform.python_version()}
     for mod in ("jaxlib", "equinox", "numpy", "pandas", "pyarrow"):
@@ -174,8 +174,6 @@ def read_csv(path, where: str, *, header: str = "", **kw):
     import zlib
 
     import pandas as pd
-
-    from .config import ConfigError
 
     try:
         return pd.read_csv(path, **kw)

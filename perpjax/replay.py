@@ -2,7 +2,7 @@
 
 Stress scenarios such as "run the engine on the real paths of 2020-03-12, 2021-05-19, 2022-06 and
 2022-11" need prices on the engine's time grid (for example every 60 s), while the data are hourly
-bars (``../shared/data/binance_usdm_perp_1h.csv.gz``, see ``default_data_path``). This module is
+bars (``../shared/data/binance_usdm_perp_1h.csv.gz``, see ``datadir.default_data_path``). This module is
 host-side numpy/pandas; it returns log prices that the caller hands to the engine.
 
 Construction of one bar (``bridge_path``), with ``S = steps_per_bar`` grid steps per bar:
@@ -45,30 +45,20 @@ only the hourly values are jointly real.
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .datadir import DATA_DIR_ENV as DATA_DIR_ENV
+from .datadir import DATA_FILE as DATA_FILE
+from .datadir import default_data_path as default_data_path
 from .io import read_csv
 from .timeutil import parse_time
 
-DATA_FILE = "binance_usdm_perp_1h.csv.gz"
-DATA_DIR_ENV = "PERPJAX_DATA_DIR"
 BAR_SECONDS = 3600
 _COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close"]
-
-
-def default_data_path() -> Path:
-    """``$PERPJAX_DATA_DIR/binance_usdm_perp_1h.csv.gz`` if that variable is set, else
-    ``<repo root>/../shared/data/binance_usdm_perp_1h.csv.gz``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env) / DATA_FILE
-    repo_root = Path(__file__).resolve().parents[1]
-    return repo_root.parent / "shared" / "data" / DATA_FILE
 
 
 def _iso(ts: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 def initial_margin_table(model, labels):

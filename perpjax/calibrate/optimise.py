@@ -22,6 +22,7 @@ import optax
 from .. import random as R
 from ..config import schema
 from ..engine import RiskModel
+from ..errors import ConfigError
 from .objective import OBJECTIVE_DEFAULTS, Terms, make_loss, objective, objective_terms, prepared
 from .relaxed import check_calibratable, soft_outcome
 from .space import LadderSpace, check_ladder
@@ -59,8 +60,6 @@ def _differences(a, b, where: str = "") -> list[str]:
 def _load(path: Path, fingerprint: str, theta, opt_state):
     """The saved state, or a ``ConfigError`` naming the file and, for another calibration's
     checkpoint, which settings differ (``fingerprint``: the JSON of the settings it belongs to)."""
-    from ..config import ConfigError
-
     try:
         with np.load(path) as z:
             saved = str(z["key"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import ConfigError
 from . import backtest, calibrate, filter, fit, report, sensitivities, simulate, sweep, venue
 
 COMMANDS = (simulate, fit, filter, calibrate, venue, backtest, report, sweep, sensitivities)
@@ -36,8 +37,6 @@ def main(argv=None) -> int:
         print("perpjax: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: a message, not a traceback
-        from ..config import ConfigError
-
         if debug:
             raise
         if isinstance(e, ConfigError):

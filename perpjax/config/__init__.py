@@ -10,6 +10,7 @@ Rooms: ``schema`` (the typed schema, pydantic), ``load`` (YAML, ``extends``, ``-
 ``events`` (cascade, regimes, GARCH, scheduled events), ``convert`` (shared conversions).
 """
 
+from ..errors import ConfigError as ConfigError
 from . import schema as schema
 from .book import read_book_csv as read_book_csv
 from .build import build_model as build_model
@@ -23,4 +24,3 @@ from .load import load_config as load_config
 from .load import resolve as resolve
 from .load import resolve_calibration as resolve_calibration
 from .load import scenarios_dir as scenarios_dir
-from .schema import ConfigError as ConfigError

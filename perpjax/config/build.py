@@ -8,6 +8,7 @@ import numpy as np
 
 from ..engine import RiskModel
 from ..engine.driver import local_devices
+from ..errors import ConfigError
 from ..guardrails import CircuitBreaker, enforce_initial_margin, enforce_open_interest
 from ..innovations import block_starts, load_residuals
 from ..liquidation import DepthModel, Liquidation
@@ -18,7 +19,6 @@ from .book import book_from_accounts, read_book_csv
 from .convert import num_list, steps_of, wrapped
 from .events import build_stress
 from .load import resolve, resolve_calibration
-from .schema import ConfigError
 
 
 def build_model(cfg: dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schema import ConfigError
+from ..errors import ConfigError
 
 
 def num_list(v, path, n=None):

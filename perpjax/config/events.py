@@ -10,11 +10,11 @@ import numpy as np
 from .. import replay, timeutil
 from ..cascade import IMPACT_LAWS, CascadeMonitor, Impact
 from ..dynamics import Garch, Regimes, ref_alpha_from_halflife
+from ..errors import ConfigError
 from ..innovations import variance_persistence, winsorised_moments
 from ..paths import correlation_factor
 from ..scenario import Schedule
 from .convert import num_list, steps_of, wrapped
-from .schema import ConfigError
 
 
 def asset_mask(v, names, path) -> np.ndarray:

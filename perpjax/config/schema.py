@@ -7,7 +7,7 @@ line naming the dotted path of the field (``ladders.BTC[2].mmr``) and the rule b
 
 What a value means for the model (a correlation positive semi-definite, a ladder monotone, a
 liquidation mode known) is checked once, by the Module it builds (``__check_init__``), not here.
-Besides ``fields`` it uses only ``margin``'s rule on calibration's rate bounds (no import cycle).
+Besides ``fields`` it uses only ``errors`` and ``margin``'s rule on calibration's rate bounds (no import cycle).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..errors import ConfigError
 from ..margin import validate_rate_range
 from .fields import (
     Assets,
     Bool,
-    ConfigError,
     Int,
     Num,
     NumList,

@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import random as R
+from ..distributed import RUN_TIMEOUT, current
+from ..errors import ConfigError
 from ..layout import positions
 from .kernel import simulate_chunk
 from .model import RiskModel
-from .outputs import Outcome, UnitPaths, flatten, new_accumulators, reduce_chunk
+from .outputs import OUTPUTS, Outcome, UnitPaths, flatten, new_accumulators, reduce_chunk
 from .state import initial_state
 
 MAX_PATHS = 2**53
@@ -29,8 +31,6 @@ def check_path_count(n_paths: int, error=ValueError) -> None:
 
 def path_shapes(n_assets: int) -> dict:
     """Per-path ``Outcome`` fields: key -> None for (paths,), or the column count of (paths, n)."""
-    from .outputs import OUTPUTS
-
     return {st.key: (n_assets if st.how == "path" and o.shape == "assets" else None)
             for o in OUTPUTS for st in o.stats if st.how.startswith("path")}
 
@@ -97,8 +97,6 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
     key = R.seed_key(seed)
     n_assets = model.prices.n_assets
     if cluster is None:
-        from ..distributed import current
-
         cluster = current()
     if store is None and cluster.num_processes > 1:
         raise ValueError("store: a run on several processes needs a chunk store in a directory they all see")
@@ -124,9 +122,7 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
 
 
 def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev, cluster):
-    from ..config import ConfigError
-    from ..distributed import RUN_TIMEOUT
-    from ..store import RUN_FILE, StoredOutcome
+    from ..store import RUN_FILE, StoredOutcome  # here, not at the top: store imports the engine
 
     n_assets = model.prices.n_assets
     if cluster.leader:  # process 0 alone starts (or checks, to resume) the store

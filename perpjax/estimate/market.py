@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..errors import FewRegimeBars as FewRegimeBars
 from .data import SECONDS_PER_YEAR, returns_frame
 from .garch import fit_garch
 from .jumps import fit_jumps, garch_t_jump_flag_rate
@@ -87,10 +88,6 @@ class MarketFit(NamedTuple):
 STRESS_DEFINITIONS = ("drawdown", "quantile")
 STRESS_FALLBACKS = (None, "quantile", "calm")
 MIN_REGIME_BARS = 10
-
-
-class FewRegimeBars(ValueError):
-    """Too few stress or calm bars for a regime's correlation (``fit_market``'s ``stress_fallback`` catches it)."""
 
 
 def fit_market(closes: pd.DataFrame, symbols: Sequence[str], *, start=None, end=None, bar_seconds: float = 3600.0,
