@@ -11,9 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-
-class ConfigError(ValueError):
-    """A config value breaks a rule; the message names the field."""
+from ..errors import ConfigError as ConfigError  # the one class (perpjax.errors), re-exported for the schema
 
 
 def rule_error(kind: str, rule: str, value=None):
