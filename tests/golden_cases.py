@@ -53,7 +53,7 @@ TIMING = {"path_steps_per_second", "wall_seconds"}
 MECH = ["liquidation.adl=true", "liquidation.fairness=true"]
 
 
-def _run_case(config, overrides=(), paths=2000, scenario=None):
+def run_case(config, overrides=(), paths=2000, scenario=None):
     from perpjax import config as C
     from perpjax.api import run
 
@@ -93,22 +93,22 @@ def _fit(tmp):
 
 
 CASES = {
-    "default": lambda tmp: _run_case(None),
-    "workload": lambda tmp: _run_case(ROOT / "benchmarks" / "workload.yaml"),
-    "float64": lambda tmp: _run_case(None, ["dtype=float64"], paths=500),
-    "mode_full_adl_fair": lambda tmp: _run_case(None, MECH),
-    "mode_buffer_adl_fair": lambda tmp: _run_case(None, ["liquidation.mode=buffer", *MECH]),
-    "mode_tier_step_adl_fair": lambda tmp: _run_case(None, ["liquidation.mode=tier_step", *MECH]),
-    "mode_fraction_adl_fair": lambda tmp: _run_case(None, ["liquidation.mode=fraction",
+    "default": lambda tmp: run_case(None),
+    "workload": lambda tmp: run_case(ROOT / "benchmarks" / "workload.yaml"),
+    "float64": lambda tmp: run_case(None, ["dtype=float64"], paths=500),
+    "mode_full_adl_fair": lambda tmp: run_case(None, MECH),
+    "mode_buffer_adl_fair": lambda tmp: run_case(None, ["liquidation.mode=buffer", *MECH]),
+    "mode_tier_step_adl_fair": lambda tmp: run_case(None, ["liquidation.mode=tier_step", *MECH]),
+    "mode_fraction_adl_fair": lambda tmp: run_case(None, ["liquidation.mode=fraction",
                                                            "liquidation.cooldown_seconds=120", *MECH]),
-    "mechanics_backstop_throttle": lambda tmp: _run_case(None, [
+    "mechanics_backstop_throttle": lambda tmp: run_case(None, [
         "liquidation.backstop_fraction_of_mm=0.66", "liquidation.throttle_notional_per_step=200000",
         "liquidation.delay_seconds=60", "liquidation.depth_vol_elasticity=1.0", "liquidation.forced_cost=0.001",
         "liquidation.ledger=true", "time.horizon_seconds=21600"]),
-    "bridge": lambda tmp: _run_case(None, ["liquidation.bridge=true", "time.horizon_seconds=21600"]),
-    "cascade_crash": lambda tmp: _run_case(None, scenario="crash_20pct_1h", paths=1000),
-    "regimes_garch": lambda tmp: _run_case(None, scenario="correlated_selloff", paths=1000),
-    "replay_2022_11_08": lambda tmp: _run_case(None, scenario="replay_2022_11_08", paths=500),
+    "bridge": lambda tmp: run_case(None, ["liquidation.bridge=true", "time.horizon_seconds=21600"]),
+    "cascade_crash": lambda tmp: run_case(None, scenario="crash_20pct_1h", paths=1000),
+    "regimes_garch": lambda tmp: run_case(None, scenario="correlated_selloff", paths=1000),
+    "replay_2022_11_08": lambda tmp: run_case(None, scenario="replay_2022_11_08", paths=500),
     "calibration": _calibration,
     "fit": _fit,
 }

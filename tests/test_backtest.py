@@ -12,6 +12,7 @@ from perpjax.backtest.cases import Case, default_cases, position_loss
 from perpjax.backtest.report import liquidation_table, var_table
 from perpjax.backtest.run import run_backtest
 from perpjax.cli import main
+from tests.helpers import backtest_config, gbm_bars
 
 
 def test_liquidation_price_is_where_equity_meets_maintenance():
@@ -44,38 +45,15 @@ def test_realised_rule_and_losses():
         Case("X", "long", 50, 0.03)
 
 
-def _gbm_bars(path, vol, days, sub=360, seed=5, start="2021-01-01"):
-    """Hourly OHLC bars of a driftless GBM in log space (E[S_T] = S_0 e^{-vol^2 T/2}, the engine's model with
-    drift 0), highs and lows from ``sub`` points per hour."""
-    rng = np.random.default_rng(seed)
-    n = days * 24
-    dt = 1 / (365 * 24 * sub)
-    x = np.log(100.0) + np.cumsum(np.r_[0.0, -0.5 * vol**2 * dt + vol * math.sqrt(dt) * rng.standard_normal(n * sub)])
-    p = np.exp(x)
-    t0 = int(pd.Timestamp(start, tz="UTC").timestamp())
-    rows = {"timestamp": t0 + 3600 * np.arange(n), "symbol": "XUSDT", "open": p[:-1:sub],
-            "high": [p[i * sub:(i + 1) * sub + 1].max() for i in range(n)],
-            "low": [p[i * sub:(i + 1) * sub + 1].min() for i in range(n)], "close": p[sub::sub]}
-    pd.DataFrame(rows).to_csv(path, index=False)
-
-
-def _config(vol):
-    return {"seed": 0, "time": {"step_seconds": 3600, "horizon_seconds": 86400},
-            "assets": [{"name": "X", "price": 100.0, "vol": vol, "depth_usd": 1e9}], "correlation": [[1.0]],
-            "ladders": {"X": [{"floor": 0, "mmr": 0.005, "imr": 0.01}]},
-            "book": {"accounts": [{"id": "a", "collateral": 1e6, "positions": [{"asset": "X", "size": 1,
-                                                                                 "entry": 100.0}]}]}}
-
-
 @pytest.mark.slow
 def test_forecasts_come_true_when_the_data_follow_the_model(tmp_path):
     """Bars drawn from the model itself: over 200 daily origins the realised count of 20x-long
     liquidations (bar lows through the liquidation price) is the Poisson-binomial count of the
     forecasts, within 3 of its standard deviations (plus the forecasts' own Monte Carlo error)."""
     vol = 0.8
-    _gbm_bars(tmp_path / "bars.csv", vol, days=202)
+    gbm_bars(tmp_path / "bars.csv", vol, days=202)
     cases = [Case("X", "long", 20, 0.005), Case("X", "short", 20, 0.005)]
-    f = run_backtest(_config(vol), tmp_path / "bars.csv", {"X": "XUSDT"}, start="2021-01-02", end="2021-07-21",
+    f = run_backtest(backtest_config(vol), tmp_path / "bars.csv", {"X": "XUSDT"}, start="2021-01-02", end="2021-07-21",
                      paths=4000, cases=cases)
     lt = liquidation_table(f.liquidations)
     for row in lt.itertuples():
@@ -89,10 +67,10 @@ def test_forecasts_come_true_when_the_data_follow_the_model(tmp_path):
 
 
 def test_backtest_command_writes_tables_and_plots(tmp_path, capsys):
-    _gbm_bars(tmp_path / "bars.csv", 0.8, days=8, sub=30)
+    gbm_bars(tmp_path / "bars.csv", 0.8, days=8, sub=30)
     import yaml
 
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(_config(0.8)))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(backtest_config(0.8)))
     out = tmp_path / "bt"
     code = main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-02",
                  "--end", "2021-01-06", "--paths", "500", "--leverages", "20,50", "--out", str(out), "--no-progress",
@@ -114,12 +92,12 @@ def test_refit_every_k_origins_reestimates_on_the_trailing_window(tmp_path, caps
     origin only); the fitted vol follows the bars (here a GBM whose vol doubles half-way)."""
     import yaml
 
-    _gbm_bars(tmp_path / "a.csv", 0.4, days=30, sub=6, seed=1)
-    _gbm_bars(tmp_path / "b.csv", 1.6, days=30, sub=6, seed=2, start="2021-01-31")
+    gbm_bars(tmp_path / "a.csv", 0.4, days=30, sub=6, seed=1)
+    gbm_bars(tmp_path / "b.csv", 1.6, days=30, sub=6, seed=2, start="2021-01-31")
     a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
     b[["open", "high", "low", "close"]] *= a["close"].iloc[-1] / b["open"].iloc[0]
     pd.concat([a, b]).to_csv(tmp_path / "bars.csv", index=False)
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(_config(0.4)))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(backtest_config(0.4)))
     out = tmp_path / "bt"
     code = main(["backtest", str(tmp_path / "m.yaml"), "--data", str(tmp_path / "bars.csv"), "--start", "2021-01-25",
                  "--end", "2021-02-27", "--paths", "400", "--leverages", "20", "--refit-every", "16",

@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from tests.golden_cases import CASES, DATA, NEEDS_DATA, _run_case, compare, load, stored_from
+from tests.golden_cases import CASES, DATA, NEEDS_DATA, compare, load, run_case, stored_from
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -53,13 +53,13 @@ def test_input_changes_fail(tmp_path):
     1e-4 relative change fails the rounding tier too. Below that, the rounding tier cannot tell an input
     change from another CPU's rounding (docs/testing.md has the measurement)."""
     over = ["time.horizon_seconds=7200"]
-    base = stored_from(_run_case(None, over, paths=256))
+    base = stored_from(run_case(None, over, paths=256))
     assert base["tolerance"]["steps"] == 120
-    compare("default", _run_case(None, over, paths=256), tier="exact", stored=base)  # deterministic here
+    compare("default", run_case(None, over, paths=256), tier="exact", stored=base)  # deterministic here
     one_ulp = float(np.nextafter(np.float32(0.62), np.float32(1.0)))
     with pytest.raises(AssertionError, match="differ"):
-        compare("default", _run_case(None, [*over, f"assets.0.vol={one_ulp!r}"], paths=256), tier="exact",
+        compare("default", run_case(None, [*over, f"assets.0.vol={one_ulp!r}"], paths=256), tier="exact",
                 stored=base)
     with pytest.raises(AssertionError, match="beyond the bound"):
-        compare("default", _run_case(None, [*over, f"assets.0.vol={0.62 * (1 + 1e-4)!r}"], paths=256),
+        compare("default", run_case(None, [*over, f"assets.0.vol={0.62 * (1 + 1e-4)!r}"], paths=256),
                 tier="rounding", stored=base)
