@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import concrete, nonneg
+from .checks import concrete, nonneg
 
 IMPACT_LAWS = {"linear": 1.0, "sqrt": 0.5, "power": None}
 # Cascade-size histogram: half-decade bins of episode notional from $1k to $10bn (plus under / over).

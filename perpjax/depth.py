@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._validate import concrete, nonneg, positive
+from .checks import concrete, nonneg, positive
 
 
 class DepthModel(eqx.Module):

@@ -128,10 +128,10 @@ def min_close_fraction(health, n_units: int, dtype=jnp.float64, *, max_steps: in
     passes through): for gradients use the implicit function theorem, ``df/dp = -(dh/dp) / (dh/df)``,
     ``dh/df`` from ``jax.jvp`` at the result.
 
-    The engine's ``buffer`` mode (``Liquidation._min_fraction``) reaches the same root without the while
-    loops (they made the scan's compile slow): a bisection brackets it to 2^-14, then a fixed three
-    Newton steps and a shorter rounding up (the first of +0 .. 64 ulps with health >= 0, else the bracket's
-    healthy end; ``liquidation._exact_cut``): equal to 1e-14 in float64 (tested); in float32 a cut whose
+    The engine's ``buffer`` mode (``Liquidation.min_fraction``, ``min_cut.min_cut``) reaches the same root
+    without the while loops (they made the scan's compile slow): a bisection brackets it to 2^-14, then a
+    fixed three Newton steps and a shorter rounding up (the first of +0 .. 64 ulps with health >= 0, else the
+    bracket's healthy end; ``min_cut.exact_cut``): equal to 1e-14 in float64 (tested); in float32 a cut whose
     health rounds below zero for 64 ulps keeps the bracket end (2^-14 above the root).
     """
     one = jnp.ones((n_units,), dtype)

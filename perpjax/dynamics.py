@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import concrete, nonneg, positive
+from .checks import concrete, nonneg, positive
 
 SWITCHES = ("markov", "shock", "schedule")
 

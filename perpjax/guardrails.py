@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import concrete, positive
+from .checks import concrete, positive
 
 
 class CircuitBreaker(eqx.Module):

@@ -10,6 +10,8 @@ Per step the engine's orchestrator (``engine.step``) calls, in order:
 ``sparse.where_active`` with ``no_liquidation``), ``Liquidation.artefacts``
 (fairness) and ``Liquidation.next_cooldown``.
 
+The smallest cut that restores health (``buffer`` mode, fairness) is ``min_cut``'s root search.
+
 Full close (this module): when a unit's equity at mark falls below its
 maintenance margin at a check, every position is closed at the fill price
 (mid moved against the position by ``slip``), the liquidation fee
@@ -25,10 +27,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._validate import concrete, nonneg
+from .checks import concrete, nonneg
 from .depth import DepthModel as DepthModel
 from .insurance import Cover, cover_bad_debt
 from .layout import as_spreader, exact_dot
+from .min_cut import min_cut
 
 MODES = ("full", "buffer", "tier_step", "fraction")
 
@@ -301,7 +304,7 @@ class Liquidation(eqx.Module):
         z = jnp.zeros_like(fee)
         over, excess = z, z
         if self.fairness:
-            f_min = self._min_fraction(*ctx, buffer=0.0)
+            f_min = self.min_fraction(*ctx, buffer=0.0)
             q_min = jnp.where(trig_p, size * unit(f_min), 0.0)
             _, _, n_min, slip_min, _, _ = self._settle(q_min, collateral, size, entry, mid, mark, asset, unit_sum,
                                                        dfac)
@@ -332,14 +335,14 @@ class Liquidation(eqx.Module):
             floors = ladder.floors[asset]  # (positions, tiers)
             floor_k = jnp.max(jnp.where(notional[:, None] >= floors, floors, 0.0), axis=-1)
             return jnp.where(floor_k > 0, 1.0 - floor_k / jnp.maximum(notional, 1e-30), 1.0)
-        f = self._min_fraction(collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac,
-                               buffer=self.buffer)
+        f = self.min_fraction(collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac,
+                              buffer=self.buffer)
         return unit(f)
 
-    def _min_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac, *, buffer):
+    def min_fraction(self, collateral, size, entry, mid, mark, asset, unit, unit_sum, ladder, dfac, *, buffer):
         """Per unit, the smallest pro-rata fraction f with
-        equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest) (bracketed by bisection, then Newton
-        to the dtype's precision, rounded up: ``_exact_cut``)."""
+        equity_after(f) - fee(f) >= MM(rest) + buffer * notional(rest) (``min_cut.min_cut``: bracketed by
+        bisection, then Newton to the dtype's precision, rounded up), (units,). Arguments as ``execute``'s."""
         def margin(f_u):  # health after cutting every position of the unit by f: >= 0 is healthy
             q = size * unit(f_u)
             fill, _ = self._fill(q, mid, asset, dfac)
@@ -349,82 +352,8 @@ class Liquidation(eqx.Module):
             n_rest = jnp.abs(rest) * mark
             return eq - unit_sum(ladder.maintenance_and_rate(n_rest, asset)[0] + buffer * n_rest)
 
-        n_units = collateral.shape[0]
-        p = _healthy_cut(margin, n_units, size.dtype)
-        lo, hi = jnp.zeros((n_units,), size.dtype), jnp.ones((n_units,), size.dtype)
-        for _ in range(self.bisection_steps):
-            midf = 0.5 * (lo + hi)
-            # beyond the healthy cut p the smallest root lies to the left; below it health crosses zero once
-            ok = (midf > p) | (margin(jax.lax.stop_gradient(midf)) >= 0)
-            hi, lo = jnp.where(ok, midf, hi), jnp.where(ok, lo, midf)
-        hi, lo = jax.lax.stop_gradient(hi), jax.lax.stop_gradient(lo)
-        cut, slope = _exact_cut(margin, lo, hi, self.newton_steps) if self.newton_steps else (hi, None)
-        if not self.implicit_grad:
-            return cut
-        g = margin(cut)
-        if slope is None:  # the bracket's secant
-            slope = jax.lax.stop_gradient((g - margin(lo)) / (hi - lo))
-        inside = (lo > 0) & (hi < 1) & (slope > 0)  # a root inside (0, 1): else the cut is pinned at a bound
-        step = (g - jax.lax.stop_gradient(g)) / jnp.where(inside, slope, 1.0)
-        return cut - jnp.where(inside, step, 0.0)
-
-
-NUDGES = 8  # candidate floats above the Newton iterate: +0, 1, 2, 4, ... 64 ulps
-
-
-def _exact_cut(margin, lo, hi, steps: int):
-    """The smallest root of the concave ``margin`` in the bracket ``[lo, hi]`` (``margin(lo) < 0 <=
-    margin(hi)`` where a root lies inside), to the dtype's precision, rounded up; and ``margin``'s slope there.
-
-    Newton's method from ``lo`` with the slope by ``jax.jvp``: on a concave function rising through its
-    root the tangent lies above it, so each iterate stays at or below the root and the error squares each
-    step (``drift.min_close_fraction``, whose while loop this unrolls a fixed ``steps`` times from the
-    bisection's bracket). The iterate is then rounded up: the first of ``f + 0, 1, 2, 4, .. ulps`` whose
-    computed health is >= 0 (one vmapped evaluation), else ``hi`` (healthy, or 1 where nothing is). A unit
-    already healthy at f = 0 (a delayed or bridge-crossing trigger that recovered) gets 0: a liquidation
-    event of no notional (the bisection alone gave 2^-14)."""
-    one = jnp.ones_like(lo)
-    f = lo
-    for _ in range(steps):
-        h, d = jax.lax.stop_gradient(jax.jvp(margin, (f,), (one,)))
-        step = jnp.where((h < 0) & (d > 0), -h / jnp.where(d > 0, d, 1.0), 0.0)
-        f = jnp.clip(f + step, lo, hi)
-    ulp = jnp.nextafter(f, 2.0 * one) - f
-    k = jnp.concatenate([jnp.zeros((1,), f.dtype), 2.0 ** jnp.arange(NUDGES - 1, dtype=f.dtype)])
-    cand = jnp.minimum(f[None, :] + k[:, None] * ulp[None, :], hi[None, :])
-    ok = jax.lax.stop_gradient(jax.vmap(margin)(cand)) >= 0
-    first = jnp.argmax(ok, axis=0)
-    cut = jnp.where(jnp.any(ok, axis=0), jnp.take_along_axis(cand, first[None, :], axis=0)[0], hi)
-    _, slope = jax.lax.stop_gradient(jax.jvp(margin, (cut,), (one,)))
-    return jax.lax.stop_gradient(cut), slope
-
-
-HEALTH_GRID = 32  # cut fractions tried per pass of ``_healthy_cut`` (two passes: 1/32, then 1/512 wide)
-
-
-def _healthy_cut(margin, n_units: int, dtype):
-    """Per unit, a cut fraction p in (0, 1] whose health ``margin(p) >= 0`` (1 when none is found).
-
-    Health after a pro-rata cut f is concave in f (the fill's slippage is convex in size, MM(rest) is
-    convex in the rest): where health is negative at the full close (f = 1), the healthy set is an
-    interval [f1, f2] inside (0, 1) that a bisection on [0, 1] can step over. A grid of 32 cuts, then
-    32 more around the best of them (where the concave maximum lies), finds a point of it when it is
-    wider than ~1/512; the bisection then keeps to [0, p], where health crosses zero once. When the
-    full close is healthy p = 1 and the bisection is the plain one on [0, 1]."""
-    k = HEALTH_GRID
-    steps = jnp.arange(1, k + 1, dtype=dtype) / k
-    f1 = jnp.broadcast_to(steps[:, None], (k, n_units))
-    h1 = jax.vmap(margin)(f1)
-    centre = steps[jnp.argmax(h1, axis=0)]
-    lo2, hi2 = jnp.clip(centre - 1.0 / k, 0.0, 1.0), jnp.clip(centre + 1.0 / k, 0.0, 1.0)
-    f2 = lo2[None, :] + (hi2 - lo2)[None, :] * steps[:, None]
-    h2 = jax.vmap(margin)(f2)
-    f, h = jnp.concatenate([f1, f2]), jnp.concatenate([h1, h2])
-    best = jnp.argmax(h, axis=0)
-    p = jnp.take_along_axis(f, best[None, :], axis=0)[0]
-    hp = jnp.take_along_axis(h, best[None, :], axis=0)[0]
-    full_ok = h1[-1] >= 0
-    return jax.lax.stop_gradient(jnp.where(full_ok | (hp < 0), 1.0, p).astype(dtype))
+        return min_cut(margin, collateral.shape[0], size.dtype, bisection_steps=self.bisection_steps,
+                       newton_steps=self.newton_steps, implicit_grad=self.implicit_grad)
 
 
 def bridge_cross_probability(gap0, gap1, variance):

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import concrete, finite
+from .checks import concrete, finite
 
 # The ladder rules, each implemented once. A rule returns where (..., tiers) arrays break it (True =
 # broken; several padded assets at once); ``tol`` forgives rounding in iterates (calibration).

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import concrete, finite, nonneg, positive
+from .checks import concrete, finite, nonneg, positive
 
 MARK_KINDS = ("index", "ema", "premium_ema")
 ROUNDING = ("nearest", "floor", "ceil", "toward_zero", "away_from_zero")

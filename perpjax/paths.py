@@ -37,8 +37,8 @@ from scipy import stats as _stats
 
 from . import innovations as I
 from . import random as R
-from ._validate import concrete, finite, nonneg, positive, shape
 from .bars import BarState, bar_step
+from .checks import concrete, finite, nonneg, positive, shape
 from .dynamics import Garch, Regimes, step_scale
 from .innovations import INNOVATIONS
 

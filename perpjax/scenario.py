@@ -7,7 +7,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._validate import concrete
+from .checks import concrete
 
 
 class Schedule(eqx.Module):

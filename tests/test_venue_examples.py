@@ -344,7 +344,7 @@ def test_min_close_fraction_is_the_engines_cut():
     coll = jnp.array([30_000.0, 20_000.0])
     unit_sum = lambda x: jax.ops.segment_sum(x, unit, 2)  # noqa: E731
     spread = lambda x: x[unit]  # noqa: E731
-    hi = liq._min_fraction(coll, size, entry, mid, mark, asset, spread, unit_sum, lad, None, buffer=liq.buffer)
+    hi = liq.min_fraction(coll, size, entry, mid, mark, asset, spread, unit_sum, lad, None, buffer=liq.buffer)
 
     def health(f):
         return drift.health_after_cut(f, collateral=coll, size=size, entry=entry, mid=mid, mark=mark,
@@ -358,7 +358,7 @@ def test_min_close_fraction_is_the_engines_cut():
     cut = np.asarray(hi)
     assert np.all(np.asarray(health(jnp.asarray(cut))) >= 0)
     np.testing.assert_allclose(cut, np.asarray(f), rtol=1e-14)
-    old = dataclasses.replace(liq, newton_steps=0)._min_fraction(coll, size, entry, mid, mark, asset, spread, unit_sum,
+    old = dataclasses.replace(liq, newton_steps=0).min_fraction(coll, size, entry, mid, mark, asset, spread, unit_sum,
                                                                  lad, None, buffer=liq.buffer)
     assert np.all(np.asarray(f) <= np.asarray(old)) and np.all(np.asarray(f) > np.asarray(old) - 2.0**-14)
     assert np.all(np.asarray(old) - cut > 1e-9)  # the bisection's rounding up, gone
@@ -418,7 +418,7 @@ def test_buffer_cut_is_the_smallest_root_when_health_dips_again():
     liq = Liquidation(depth=depth, fee_rate=jnp.asarray(0.0), mode="buffer")
     p = jnp.array([100.0])
     args = (jnp.array([98.0]), jnp.array([10.0]), p, p, p, jnp.array([0]), lambda x: x, lambda x: x, lad, None)
-    cut = float(liq._min_fraction(*args, buffer=liq.buffer)[0])
+    cut = float(liq.min_fraction(*args, buffer=liq.buffer)[0])
     u = sorted(r.real for r in np.roots([-200.0, 100.0, 0.0, -2.0]) if abs(r.imag) < 1e-12 and 0 < r.real < 1)
     assert len(u) == 2  # two roots in (0, 1): health is positive only between them
     f1 = u[0] ** 2
