@@ -6,10 +6,12 @@ with a message naming it (the lock dies with its process, so a killed run never 
 
 ``ChunkStore``: each finished chunk of paths is one Parquet file ``OUT/paths/chunk-NNNNNN.parquet``
 (written atomically) holding the chunk's per-path values (one column per ``Outcome`` per-path field,
-``path_log_return__BTC`` style for per-asset ones, and ``path``: the path index) and, in the file's
-metadata, the chunk's per-unit sums. ``OUT/paths/_run.json`` states which run the chunks belong to
-(config hash, seed, paths, chunk size). The chunk files are the checkpoint: ``--resume`` skips the
-chunks present, and each chunk costs the same to write whatever the run's size.
+named by ``engine.outputs.stored_name``: ``path_log_return__BTC`` for per-asset ones; and ``path``: the
+path index) and, in the file's metadata, the chunk's per-unit sums. ``OUT/paths/_run.json`` states
+which run the chunks belong to (config hash, seed, paths, chunk size). The chunk files are the
+checkpoint, in the engine's fields: ``--resume`` skips the chunks present, and each chunk costs the
+same to write whatever the run's size. The per-path table users read (``perpjax.load(DIR).paths``) is
+``engine.outputs.path_columns`` of them: the same names and values as ``Result.paths``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError
+from .engine.outputs import stored_name
 
 RUN_FILE = "_run.json"  # "_": Parquet readers of the folder skip it
 RESULT_FILES = ("summary.json", "accounts.csv", "tiers.csv", "manifest.json", "compare.csv")
@@ -104,7 +107,7 @@ def check_disk_space(folder, n_paths: int, bytes_per_path: int) -> None:
 
 
 def _col_name(key: str, j: int | None, asset_names) -> str:
-    return key if j is None else f"{key}__{asset_names[j]}"
+    return stored_name(key, None if j is None else asset_names[j])
 
 
 class ChunkStore:

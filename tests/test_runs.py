@@ -56,6 +56,36 @@ def test_stored_run_equals_in_memory_run(tmp_path):
     assert_summaries_agree(_summary(tmp_path), drop(mem.summary))
 
 
+CASCADE = "cascade={impact: sqrt, permanent_fraction: 0.5, window_seconds: 300}"
+
+
+@pytest.mark.parametrize("extra", [[], [CASCADE]], ids=["plain", "cascade"])
+def test_loaded_paths_are_the_results_paths(tmp_path, extra):
+    """One set of per-path names and values: ``perpjax.load(OUT).paths`` of a CLI run (read back from its chunk
+    files) is ``perpjax.run(...).paths`` of the same run in memory: the same columns in the same order, the same
+    index (the path), the values to float64 rounding. Names are Result's (``bad_debt``, ``log_return_BTC``, no
+    ``path_*``); drawdowns are fractions of the peak, and present only with a cascade section."""
+    import perpjax
+
+    over = ["time.horizon_seconds=1800", "chunk_size=32", *extra]
+    mem = perpjax.run(None, overrides=over, paths=64, seed=5)
+    assert main(["simulate", "--paths", "64", "--seed", "5", "--out", str(tmp_path), "--no-progress",
+                 *[a for o in over for a in ("--set", o)]]) == 0
+    got = perpjax.load(tmp_path).paths
+    pd.testing.assert_frame_equal(got, mem.paths, check_exact=False, rtol=1e-12, atol=0)
+    assert got.index.name == "path" and got.index.tolist() == list(range(64))
+    assert {"bad_debt", "trader_loss", "log_return_BTC"} <= set(got) and not any(c.startswith("path") for c in got)
+    np.testing.assert_array_equal(got["log_return_ETH"].to_numpy(), mem.outcome.path_log_return[:, 1])
+    drawdowns = [c for c in got if "drawdown" in c]
+    if not extra:
+        assert drawdowns == []  # no cascade section: no columns of zeros
+        return
+    assert "drawdown_BTC" in drawdowns and "drawdown_no_feedback_DOGE" in drawdowns
+    log_dd = mem.outcome.path_drawdown[:, 0]
+    assert log_dd.max() > 0  # the comparison has something to compare
+    np.testing.assert_allclose(got["drawdown_BTC"].to_numpy(), 1 - np.exp(-log_dd), rtol=1e-12)
+
+
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     """A real process killed by SIGKILL after a few chunks; --resume gives the uninterrupted result bit for
     bit. While it runs, a second run into the same out dir is refused."""

@@ -15,6 +15,8 @@ from scipy.stats import norm
 from perpjax import sensitivities as S
 from perpjax.cli import main
 from perpjax.config import ConfigError, build_model
+from perpjax.metrics import MIN_TAIL_PATHS
+from perpjax.sensitivities.estimates import FEW_PATHS, UNRESOLVED, ZERO_BY_CONSTRUCTION, compare
 
 from .helpers import single_position_config
 
@@ -80,12 +82,50 @@ def test_pathwise_gradients_agree_with_hard_finite_differences_for_every_paramet
     table, extra = S.run_sensitivities(setup, chunk=750, progress=lambda m: None)
     assert list(table.columns[:10]) == ["parameter", "metric", "unit", "gradient", "gradient_se", "fd", "fd_se",
                                         "z", "agree", "method"]
-    assert (table["method"] == "pathwise").all()
-    bad = table[~table["agree"].astype(bool)]
+    # the fund moves no relaxed output: its pathwise column is 0 by construction (no estimate, no z) for every
+    # metric but the depletion proxy's
+    zero = table["method"] == ZERO_BY_CONSTRUCTION
+    assert set(table.loc[zero, "parameter"]) == {"fund"}
+    assert set(table.loc[zero, "metric"]) == set(S.METRICS) - {"p_insurance_fund_depleted"}
+    assert (table.loc[zero, "gradient"] == 0).all() and table.loc[zero, "z"].isna().all()
+    assert (table.loc[zero, "agree"] == "").all() and table.loc[zero, "note"].str.contains("fund").all()
+    rest = table[~zero]
+    assert (rest["method"] == "pathwise").all()
+    # no z where nothing is measured, and it says why: no path depletes the fund at any bump (the FD is 0 from 0
+    # paths), depth / spread / fee do not move P(liquidation) in this model (both estimates exactly 0), the MMR
+    # moves the bad debt of a single path
+    unjudged = rest[rest["z"].isna()]
+    few = {FEW_PATHS.format(k=k) for k in range(MIN_TAIL_PATHS)}
+    assert unjudged["note"].isin({UNRESOLVED} | few).all(), unjudged.to_string()
+    assert unjudged["agree"].eq("").all() and unjudged["fd_se"].isna().all()
+    depleted = rest[rest.metric == "p_insurance_fund_depleted"]
+    assert (depleted["value"] == 0).all() and depleted["z"].isna().all() and (depleted["fd"] == 0).all()
+    judged = rest[rest["z"].notna()]
+    assert len(judged) >= 15  # the check has something to check
+    bad = judged[~judged["agree"].astype(bool)]
     assert bad.empty, bad.to_string()
     moved = table[(table.fd.abs() > 3 * table.fd_se) & (table.fd_se > 0)]
     assert {"vol", "mmr", "depth", "spread"} <= set(moved.parameter), table.to_string()
     assert extra["kind"] == "sensitivities" and extra["cost"]["ratio_vs_hard_forward"] > 0
+
+
+def test_no_verdict_between_two_estimates_below_resolution():
+    """A pathwise gradient of 1e-12 (float32 noise of a sigmoid's far tail) beside a finite difference of exactly
+    0 is no agreement: both lie below the floor, so the row has no z and says why. A finite difference moved by
+    fewer than ``MIN_TAIL_PATHS`` paths has no SE and gives no z. Resolved estimates keep their z."""
+    rng = np.random.default_rng(0)
+    d = np.zeros(500)
+    noise = compare(rng.normal(1e-12, 1e-12, 500), d, scale=0.0)
+    assert math.isnan(noise["z"]) and noise["agree"] == "" and noise["note"] == UNRESOLVED
+    assert abs(noise["gradient"]) < 1e-12 and noise["fd"] == 0.0
+    assert math.isnan(noise["fd_se"])  # 0 paths move the finite difference: its "± 0" would say nothing
+    real = compare(rng.normal(1e-3, 1e-3, 500), rng.normal(0.0, 1e-3, 500), scale=0.0)
+    assert real["z"] > 3 and real["agree"] is False and "note" not in real and real["fd_se"] > 0
+    few = np.zeros(500)
+    few[:3] = 1.0  # 3 paths change between the bumps
+    one_sided = compare(rng.normal(1e-3, 1e-3, 500), few, scale=0.0)
+    assert math.isnan(one_sided["z"]) and math.isnan(one_sided["fd_se"])
+    assert one_sided["note"] == FEW_PATHS.format(k=3)
 
 
 @pytest.mark.parametrize("liq", [{}, {"mode": "fraction", "fraction": 0.3}, {"mode": "buffer"}, {"mode": "tier_step"},

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from perpjax import metrics as M
+from perpjax.metrics import stream
 
 
 class Chunked:
@@ -53,7 +54,7 @@ def test_quantiles_equal_numpy_bit_for_bit(monkeypatch, budget):
     rng = np.random.default_rng(11)
     n = 5003
     if budget:
-        monkeypatch.setattr(M, "MIN_BUDGET", budget)
+        monkeypatch.setattr(stream, "MIN_BUDGET", budget)
     for name, x in _data(rng, n).items():
         for table in (M.PathTable({"x": x}), M.PathTable(Chunked(x, _sizes(rng, n, 7)))):
             want = {f"{m}_{q}": M.Quantile(M.per_path("x"), q, m) for q in QS for m in ("linear", "inverted_cdf")}
@@ -65,7 +66,7 @@ def test_quantiles_equal_numpy_bit_for_bit(monkeypatch, budget):
 
 def test_every_order_statistic_of_a_chunked_column(monkeypatch):
     """All ranks of a small column with many ties across chunks, through bins of at most 4 values."""
-    monkeypatch.setattr(M, "MIN_BUDGET", 4)
+    monkeypatch.setattr(stream, "MIN_BUDGET", 4)
     rng = np.random.default_rng(5)
     x = np.round(rng.standard_t(1.5, 400), 1)  # heavy tails, ties from rounding
     table = M.PathTable(Chunked(x, _sizes(rng, 400, 9)))
@@ -89,6 +90,7 @@ def test_var_es_against_the_direct_formula():
         var_se = (xs[min(math.ceil(n * a + h), n - 1)] - xs[max(math.floor(n * a - h), 0)]) / (2 * M.Z95)
         y = var + np.maximum(xs - var, 0.0) / (1 - a)
         es_se = math.sqrt(math.fsum((y - math.fsum(y) / n) ** 2) / (n - 1) / n)
+        assert (xs > var).sum() >= M.MIN_TAIL_PATHS  # every level has its SEs
         for got in (M.var_es(x, a), M.var_es((chunked, M.per_path("x")), a)):
             assert got[0] == var and got[2] == var_se  # order statistics: exact
             assert got[1] == pytest.approx(es, rel=1e-13, abs=0)  # sums: float rounding only (n eps ~ 2e-12)
@@ -149,3 +151,25 @@ def test_a_stored_run_summarises_as_in_memory(tmp_path, scenario, paths):
     if scenario is not None:
         assert "cascade_rounds_p99" in mem
     assert_summaries_agree(stored, mem)
+
+
+def test_no_standard_error_below_the_minimum_of_tail_paths():
+    """An SE that rests on fewer than ``MIN_TAIL_PATHS`` paths beyond the VaR is NaN (not the 0 the formula
+    gives when no path lies beyond), with the count; at the minimum it is given. Streamed the same."""
+    rng = np.random.default_rng(2)
+    n, a = 2000, 0.99
+    for beyond in (0, M.MIN_TAIL_PATHS - 1, M.MIN_TAIL_PATHS):
+        x = np.zeros(n)
+        x[:beyond] = rng.uniform(1.0, 2.0, beyond)  # 99 % VaR is 0 (20 paths would lie beyond a continuous one)
+        rng.shuffle(x)
+        chunked = M.PathTable(Chunked(x, _sizes(rng, n, 4)))
+        tails = [M.var_es_table(t, {"x": M.per_path("x")}, (a,), n)["x", a]
+                 for t in (M.PathTable({"x": x}), chunked)]
+        for t in tails:
+            assert t.var == 0.0 and t.beyond == beyond
+            assert t.es == pytest.approx(x.sum() / (n * (1 - a)), rel=1e-12)
+            if beyond < M.MIN_TAIL_PATHS:
+                assert math.isnan(t.var_se) and math.isnan(t.es_se), beyond
+            else:
+                assert t.es_se > 0 and t.var_se == 0.0  # the VaR's order-statistic interval is all zeros
+        assert math.isnan(M.var_es(x, a)[3]) == (beyond < M.MIN_TAIL_PATHS)

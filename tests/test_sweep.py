@@ -64,7 +64,9 @@ def assert_equals_run(base, sw, rtol=0.0):
         rows = sw.table[sw.table.set == s.index].set_index("metric")
         for m in METRICS:
             assert rows.loc[m, "value"] == pytest.approx(r.summary[m], rel=rtol, abs=0), (s.index, m)
-            if f"{m}_se" in r.summary:
+            if f"{m}_se" in r.summary and r.summary[f"{m}_se"] is None:  # too few tail paths: no SE
+                assert math.isnan(rows.loc[m, "se"]), (s.index, m)
+            elif f"{m}_se" in r.summary:
                 assert rows.loc[m, "se"] == pytest.approx(r.summary[f"{m}_se"], rel=rtol, abs=0), (s.index, m)
 
 
@@ -84,18 +86,67 @@ def test_one_compile_for_the_sweep(batched):
 
 
 def test_common_random_numbers_shrink_the_difference_se(batched):
-    """vol 0.80 vs 0.85 on the same paths: the paired SE of the difference is below the SE of two independent
-    runs, sqrt(se_0^2 + se_1^2) (for means of per-path values well below: measured 0.12-0.2 of it); set 0's
-    difference is exactly zero."""
+    """vol 0.80 vs 0.85 (set 2) or 1.2 (set 4, for the liquidation counts) on the same paths: the paired SE of
+    the difference is below the SE of two independent runs, sqrt(se_0^2 + se_s^2) (for means of per-path
+    values well below: measured 0.12-0.54 of it); set 0's difference is exactly zero. Between vol 0.80 and 0.85
+    only 8 of the 400 paths change whether they liquidate: too few to carry a paired SE (NaN)."""
+    from perpjax.metrics import MIN_TAIL_PATHS
+
     _, sw, _ = batched
     t = sw.table.set_index(["set", "metric"])
-    for m, below in (("p_any_liquidation", 0.5), ("expected_liquidations", 0.5), ("trader_loss_mean", 0.5),
-                     ("trader_loss_es_95", 1.0), ("trader_loss_var_95", 1.0)):
-        independent = math.hypot(t.loc[(0, m), "se"], t.loc[(2, m), "se"])  # set 2: vol 0.85, fee 0
-        assert 0 < t.loc[(2, m), "diff_se"] < below * independent, m
+    for m, s, below in (("p_any_liquidation", 4, 0.6), ("expected_liquidations", 4, 0.6),
+                        ("trader_loss_mean", 2, 0.5), ("trader_loss_es_95", 2, 1.0), ("trader_loss_var_95", 2, 1.0)):
+        independent = math.hypot(t.loc[(0, m), "se"], t.loc[(s, m), "se"])  # set 2: vol 0.85, set 4: 1.2; fee 0
+        assert 0 < t.loc[(s, m), "diff_se"] < below * independent, m
         assert t.loc[(0, m), "diff_vs_base"] == 0 and t.loc[(0, m), "diff_se"] == 0
     d = sw.outcomes[2].path_trader_loss - sw.outcomes[0].path_trader_loss  # the textbook paired SE
     assert t.loc[(2, "trader_loss_mean"), "diff_se"] == pytest.approx(d.std(ddof=1) / math.sqrt(d.size), rel=1e-12)
+    flips = np.count_nonzero((sw.outcomes[2].path_n_liquidations > 0) != (sw.outcomes[0].path_n_liquidations > 0))
+    assert 0 < flips < MIN_TAIL_PATHS and math.isnan(t.loc[(2, "p_any_liquidation"), "diff_se"])
+
+
+def test_no_paired_se_from_too_few_differing_paths():
+    """A paired SE rests on the paths whose values differ between the sets (beyond the VaR, for an ES): below
+    ``MIN_TAIL_PATHS`` of them it is NaN, not the near-zero sd of a few paths; at the minimum it is given."""
+    from perpjax.metrics import MIN_TAIL_PATHS
+    from perpjax.sweep.table import diff_se, mean_se
+
+    rng = np.random.default_rng(4)
+    x0 = (rng.random(1000) < 0.3).astype(float)
+    for k in (1, MIN_TAIL_PATHS - 1, MIN_TAIL_PATHS):
+        x = x0.copy()
+        x[np.flatnonzero(x0 == 0)[:k]] = 1.0  # k paths flip: a difference of k / n
+        assert math.isnan(diff_se("mean", x, x0)) == (k < MIN_TAIL_PATHS), k
+    assert math.isnan(mean_se(np.r_[np.ones(MIN_TAIL_PATHS - 1), np.zeros(500)]))  # a 9-in-509 probability
+    assert mean_se(np.r_[np.ones(MIN_TAIL_PATHS), np.zeros(500)]) > 0
+    loss0 = np.r_[np.zeros(995), np.arange(1.0, 6.0)]  # 5 paths beyond the 99 % VaR in either set
+    assert math.isnan(diff_se(("es", 0.99), loss0 * 1.1, loss0))
+    loss = rng.exponential(1.0, 1000)
+    assert diff_se(("es", 0.99), loss * 1.1, loss) > 0
+
+
+def test_sweep_plots_show_the_paired_difference_to_the_base_set():
+    """The sweep's charts plot each set's difference to set 0 with its 95 % paired interval (± 1.96 diff_se),
+    a hollow point without a bar where the paired SE is NaN, and set 0 as a star at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from perpjax.sweep.plots import Z95, plot_differences
+
+    fig, ax = plt.subplots()
+    x, d, se = np.array([0.8, 1.0, 1.2]), np.array([0.0, 2.0, 5.0]), np.array([0.0, 0.5, np.nan])
+    plot_differences(ax, x, d, se, np.array([True, False, False]))
+    bars = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(bars) == 1
+    (seg,) = bars[0].lines[2][0].get_segments()  # the one bar: set 1, its difference +- 1.96 SE
+    np.testing.assert_allclose(seg, [[1.0, 2.0 - Z95 * 0.5], [1.0, 2.0 + Z95 * 0.5]])
+    marks = {ln.get_marker(): ln for ln in ax.lines}
+    np.testing.assert_array_equal(marks["*"].get_xydata(), [[0.8, 0.0]])  # the base set
+    hollow = [ln for ln in ax.lines if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and hollow[0].get_xydata().tolist() == [[1.2, 5.0]]
+    plt.close(fig)
 
 
 def test_shape_changing_key_runs_as_its_own_group():

@@ -2,12 +2,13 @@
 
 ``OUTPUTS`` is the table. Each row names one quantity a path produces, its scope and dtype, how the
 step folds its increment into the running value, and how the driver reduces it over paths on the
-host (``Stat``: the ``Outcome`` field it feeds, the reduction, and the per-path table column
-``metrics.summarize`` shows, if any). From it are generated: the carried running sums
-``UnitAccounts`` / ``VenueAccounts`` and their zeros and per-step update (``init_accounts``,
-``accumulate``), the flattened per-path arrays ``UnitPaths``, the run result ``Outcome``, the
-driver's reductions (``new_accumulators``, ``reduce_chunk``) and the per-path table
-(``path_columns``). A new per-unit metric is one row here plus its increment in the step.
+host (``Stat``: the ``Outcome`` field it feeds, the reduction, and its per-path table column, if
+any). From it are generated: the carried running sums ``UnitAccounts`` / ``VenueAccounts`` and their
+zeros and per-step update (``init_accounts``, ``accumulate``), the flattened per-path arrays
+``UnitPaths``, the run result ``Outcome``, the driver's reductions (``new_accumulators``,
+``reduce_chunk``), the chunk files' column names (``stored_name``) and the per-path table
+(``path_columns`` / ``path_table``: the one set of per-path names and values, in memory and read back
+from an out dir). A new per-unit metric is one row here plus its increment in the step.
 """
 
 from __future__ import annotations
@@ -299,23 +300,60 @@ def flatten(out: PathOutcome) -> UnitPaths:
     return UnitPaths(out.loss, *out.acct, *out.venue, out.log_return)
 
 
-def path_columns(out, asset_names) -> dict:
-    """The per-path table's columns (``Stat.column``), cascade ones only when monitored."""
+def stored_name(key: str, asset: str | None = None) -> str:
+    """The column of ``Outcome`` per-path field ``key`` in a run's chunk files (``store.ChunkStore``, the
+    checkpoint): ``key`` itself, or ``key__ASSET`` for one asset of a (paths, assets) field. Internal to
+    the checkpoint: the per-path *table* a user reads has the names of ``path_columns``."""
+    return key if asset is None else f"{key}__{asset}"
+
+
+def path_columns(fields, asset_names, cascade_on: bool | None = None) -> dict:
+    """The per-path table's columns, the one set of names and values every reader of per-path results
+    gets (``Result.paths``, ``perpjax.load(DIR).paths``, the report): each ``Stat.column`` (``{asset}``
+    expanded per asset, e.g. ``log_return_BTC``) holding the stat's values after its ``transform`` (e.g.
+    ``drawdown_BTC`` a fraction); the cascade columns only when cascades are monitored.
+
+    ``fields``: an ``Outcome`` / ``store.StoredOutcome`` (per-path fields as attributes, ``cascade_on``
+    its own), or a mapping of a chunk file's columns (``stored_name``; ``cascade_on`` required)."""
+    flat = not hasattr(fields, "n_paths")
+    if cascade_on is None:
+        if flat:
+            raise ValueError("path_columns: say whether cascades were monitored (cascade_on) for stored columns")
+        cascade_on = fields.cascade_on
     cols = {}
     for o in OUTPUTS:
-        if o.scope == "cascade" and not out.cascade_on:
+        if o.scope == "cascade" and not cascade_on:
             continue
         for st in o.stats:
             if st.column is None:
                 continue
-            v = getattr(out, st.key)
-            if st.transform is not None:
-                v = st.transform(v)
-            if "{asset}" in st.column:
-                cols.update({st.column.format(asset=a): v[:, i] for i, a in enumerate(asset_names)})
+            per_asset = "{asset}" in st.column
+            if flat:
+                vals = ({a: fields[stored_name(st.key, a)] for a in asset_names} if per_asset
+                        else fields[st.key])
             else:
-                cols[st.column] = v
+                v = getattr(fields, st.key)
+                vals = {a: v[:, i] for i, a in enumerate(asset_names)} if per_asset else v
+            if per_asset:
+                cols.update({st.column.format(asset=a): _transformed(st, x) for a, x in vals.items()})
+            else:
+                cols[st.column] = _transformed(st, vals)
     return cols
+
+
+def _transformed(st: Stat, v):
+    return v if st.transform is None else st.transform(v)
+
+
+def path_table(fields, asset_names, cascade_on: bool | None = None, index=None):
+    """``path_columns`` as a DataFrame whose index, named ``path``, is the path's global index (0..n-1
+    unless ``index`` gives it)."""
+    import pandas as pd
+
+    cols = path_columns(fields, asset_names, cascade_on)
+    n = len(next(iter(cols.values()))) if cols else 0
+    idx = pd.RangeIndex(n, name="path") if index is None else pd.Index(np.asarray(index), name="path")
+    return pd.DataFrame(cols, index=idx)
 
 
 def account_columns(out) -> dict:

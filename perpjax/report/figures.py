@@ -200,10 +200,16 @@ def _asset_grid(n: int, *, width: float = 10.4, row_h: float = 2.3, most_cols: i
 
 
 def sample_path(trace, assets: list, title: str) -> bytes:
+    """One re-simulated path as PNG (``sample_path_figure``)."""
+    return _png(sample_path_figure(trace, assets, title))
+
+
+def sample_path_figure(trace, assets: list, title: str):
     """One re-simulated path (``engine.trace.PathTrace``): per asset the mark and the index over time,
     each liquidation fill in the asset as a marker (▼ a long sold, ▲ a short bought back; hollow, at the
     mark, where the unit closed several assets at once and no per-asset fill is known) and a dotted
-    vertical line at its step."""
+    vertical line at its step. The title sits above the panels, the legend below them (never on each
+    other, whatever the legend's width)."""
     fig, axes = _asset_grid(len(assets), width=11.6, most_cols=4)
     hours = trace.seconds / 3600.0
     ev = trace.events
@@ -230,10 +236,15 @@ def sample_path(trace, assets: list, title: str) -> bytes:
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="upper right", ncol=len(handles), fontsize=8)
-    fig.suptitle(title, fontsize=10, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _png(fig)
+    ncol = min(len(handles), 3)
+    legend_rows = -(-len(handles) // max(ncol, 1))
+    height = fig.get_size_inches()[1]
+    title_in, legend_in = 0.12, 0.08 + 0.22 * legend_rows  # inches kept free above and below the panels
+    fig.suptitle(title, fontsize=10, x=0.02, y=1 - 0.08 / height, ha="left", va="top")
+    fig.legend(handles.values(), handles.keys(), loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+               fontsize=8)
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1 - title_in / height))
+    return fig
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -283,21 +294,22 @@ def calibration_history(hist: pd.DataFrame) -> bytes:
 # ------------------------------------------------------------------------------------------ sweeps
 
 def sweep_metric(groups: list, *, xlabel: str, ylabel: str, title: str, categorical: bool) -> bytes:
-    """A metric against a varied parameter with 95 % CI bars (± 1.96 SE); ``groups``: [(label, x, y, se)],
-    one line per combination of the other varied keys."""
+    """A metric's difference to the base set against a varied parameter, with 95 % intervals of the paired
+    difference (``sweep.plots.plot_differences``); ``groups``: [(label, x, diff, diff_se, is_base)], one
+    line per combination of the other varied keys."""
+    from ..sweep.plots import finish_axes, plot_differences
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.1))
+    fig, ax = plt.subplots(figsize=(5.2, 3.3))
     colors = [BLUE, ORANGE, GREEN, RED, "#7b2d8e", GREY]
-    cats = sorted({v for _, x, _, _ in groups for v in x}, key=str) if categorical else None
-    for i, (label, x, y, se) in enumerate(groups):
+    cats = sorted({v for _, x, *_ in groups for v in x}, key=str) if categorical else None
+    for i, (label, x, d, se, base) in enumerate(groups):
         xs = [cats.index(v) for v in x] if categorical else np.asarray(x, float)
-        ax.errorbar(xs, y, yerr=1.96 * np.nan_to_num(np.asarray(se, float)), fmt="o-", ms=4, capsize=3, lw=1.2,
-                    color=colors[i % len(colors)], label=label or None)
+        plot_differences(ax, xs, d, se, base, color=colors[i % len(colors)], label=label or None)
     if categorical:
         ax.set_xticks(range(len(cats)), [str(c) for c in cats])
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if any(lab for lab, *_ in groups):
-        ax.legend(fontsize=7)
+    finish_axes(ax)
     return _png(fig)
 
 

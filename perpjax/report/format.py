@@ -1,12 +1,17 @@
-"""The report's HTML building blocks: units from column names, number formats, tables, inline images.
+"""The report's HTML building blocks: units from column names, number formats, tables, inline images, and
+the ``± SE`` text shared by the report and the CLI's tables.
 
-Every number carries its unit; ``a ± b`` is a value and one Monte Carlo standard error."""
+Every number carries its unit; ``a ± b`` is a value and one Monte Carlo standard error; where the SE rests
+on too few paths (``metrics.MIN_TAIL_PATHS``) it is not given: ``a ± n/a (0 paths beyond)``."""
 
 from __future__ import annotations
 
 import base64
 import html
 import math
+from collections.abc import Callable
+
+from ..metrics.tails import missing_se
 
 # units of per-unit / per-tier columns, by name (exact first, then pattern)
 _COLUMN_UNITS = {
@@ -24,6 +29,8 @@ def column_unit(name: str) -> str:
         return _COLUMN_UNITS[base]
     if base.startswith("p_"):
         return "probability"
+    if "paths_beyond" in base or base == "se_min_tail_paths":
+        return "count"
     if (base.endswith(("_events", "_liquidations", "_events_mean")) or base.startswith("n_") or "rounds" in base
             or "episodes" in base):
         return "count"
@@ -76,13 +83,31 @@ def fmt(x, unit: str = "", digits: int | None = None) -> str:
     return f"{v:.4g}"
 
 
-def fmt_pm(v, se, unit: str = "") -> str:
-    """``value ± SE`` (the SE in the value's format), or the value alone when there is no SE."""
+def fmt_pm(v, se, unit: str = "", missing: str | None = None) -> str:
+    """``value ± SE`` (the SE in the value's format); where there is no SE, ``value ± n/a (missing)`` when
+    ``missing`` says why (e.g. "0 paths beyond", ``metrics.missing_se``), else the value alone."""
     s = fmt(v, unit)
     e = num(se)
-    if e is None or num(v) is None:
+    if num(v) is None:
         return s
+    if e is None:
+        return f"{s} <span class='pm'>± n/a ({esc(missing)})</span>" if missing else s
     return f"{s} <span class='pm'>± {fmt(e, unit)}</span>"
+
+
+def pm_of(summary: dict, key: str, unit: str = "") -> str:
+    """``fmt_pm`` of summary metric ``key`` with its ``KEY_se``, or why that SE is not given."""
+    return fmt_pm(summary.get(key), summary.get(f"{key}_se"), unit, missing_se(summary, key))
+
+
+def pm_suffix(summary: dict, key: str, fmt_se: Callable[[float], str]) -> str:
+    """Plain text after the value of summary metric ``key`` (the CLI's tables): `` ± SE`` (``fmt_se(SE)``),
+    `` ± n/a (0 paths beyond)`` where the SE rests on too few paths, '' where the metric has no SE."""
+    e = num(summary.get(f"{key}_se"))
+    if e is not None:
+        return f" ± {fmt_se(e)}"
+    why = missing_se(summary, key)
+    return f" ± n/a ({why})" if why else ""
 
 
 def esc(x) -> str:
@@ -114,8 +139,12 @@ def kv(rows: list, cls: str = "kv") -> str:
 
 
 
-def card(label: str, value, se, unit: str, warn: bool = False, shown_unit: str | None = None) -> str:
-    pm = f" <span class='pm'>± {fmt(se, unit)}</span>" if num(se) is not None else ""
+def card(label: str, value, se, unit: str, warn: bool = False, shown_unit: str | None = None,
+         missing: str | None = None) -> str:
+    """A headline number with its SE (or ``± n/a (missing)``, as ``fmt_pm``)."""
+    if num(se) is not None:
+        pm = f" <span class='pm'>± {fmt(se, unit)}</span>"
+    else:
+        pm = f" <span class='pm'>± n/a ({esc(missing)})</span>" if missing and num(value) is not None else ""
     return (f"<div class='card{' warn' if warn else ''}'><div class='k'>{esc(label)}</div>"
             f"<div class='v'>{fmt(value, unit)}{pm}</div><div class='u'>{esc(shown_unit or unit)}</div></div>")
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from ..metrics.tails import MIN_TAIL_PATHS
 from .format import column_unit, esc, fmt, kv, num, scaled, table
 from .load import Run, load
 from .sections import backtest, book, calibration, cascades, compare, sensitivities, sweep, tail
@@ -40,7 +41,7 @@ p.note { font-size: 12.5px; }
 .card { background: var(--band); border-left: 4px solid var(--accent); padding: 8px 12px; }
 .card .k { font-size: 12px; color: var(--muted); }
 .card .v { font-size: 18px; font-weight: 600; font-variant-numeric: tabular-nums; }
-.card .pm { font-size: 12.5px; }
+.card .pm { display: block; font-size: 12px; }
 .card .u { font-size: 11.5px; color: var(--muted); }
 .card.warn { border-left-color: #b8322a; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 12.5px; font-variant-numeric: tabular-nums; }
@@ -49,6 +50,9 @@ th, td { padding: 4px 7px; border-bottom: 1px solid var(--line); vertical-align:
 thead th { background: var(--band); text-align: right; font-weight: 600; border-bottom: 2px solid var(--line);
            vertical-align: bottom; }
 th.l, td.l { text-align: left; }
+td.l { white-space: normal; }  /* text wraps at spaces (and <wbr>) rather than widen the table */
+td .text { white-space: normal; text-align: left; min-width: 16em; }  /* a sentence in a numeric table */
+td .words { white-space: normal; }  /* a few words in a numeric column may wrap */
 td { text-align: right; white-space: nowrap; }
 table.kv { width: 100%; }
 table.kv th { text-align: left; font-weight: normal; color: var(--muted); background: none; padding-right: 14px;
@@ -59,7 +63,7 @@ table.kv td.unit, td.unit { text-align: left; font-weight: normal; color: var(--
                            white-space: nowrap; width: 1%; }
 th .u { display: block; font-weight: normal; font-size: 11px; color: var(--muted); }
 .pm { color: var(--muted); font-weight: normal; }
-table.stack td .pm { display: block; font-size: 11.5px; }
+table.stack td .pm { display: block; font-size: 11.5px; white-space: normal; }
 .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; white-space: normal;
         word-break: break-all; }
 figure { margin: 6px 0 12px; }
@@ -74,14 +78,19 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12px; border-top: 1px
 KINDS = {"run": "Monte Carlo run", "compare": "liquidation-mode comparison", "backtest": "backtest",
          "calibrate": "ladder calibration", "sweep": "parameter sweep", "sensitivities": "risk sensitivities"}
 
-# sets document.title to "ok N" once every image has loaded (N images), else "FAIL k/N"; errors -> "error: ..."
+# Leaves the page's title alone: once every image has loaded it sets the <html> element's data-images
+# attribute to "ok N" (N images), else "FAIL k/N"; a resource or script error sets it to "error: ...". A
+# headless browser's --dump-dom shows it (tests/test_report.py).
 SCRIPT = """
-window.addEventListener('error', function (e) { document.title = 'error: ' + (e.message || 'resource'); }, true);
+window.addEventListener('error', function (e) {
+  document.documentElement.setAttribute('data-images', 'error: ' + (e.message || 'resource'));
+}, true);
 window.addEventListener('load', function () {
-  if (document.title.indexOf('error') === 0) return;
+  var root = document.documentElement;
+  if ((root.getAttribute('data-images') || '').indexOf('error') === 0) return;
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.title = (ok === imgs.length ? 'ok ' + ok : 'FAIL ' + ok + '/' + imgs.length);
+  root.setAttribute('data-images', ok === imgs.length ? 'ok ' + ok : 'FAIL ' + ok + '/' + imgs.length);
 });
 """
 
@@ -94,6 +103,8 @@ def _header(run: Run, title: str) -> str:
     device = f"{dev.get('platform', '?')} ({dev.get('kind', '?')}, {dev.get('count', '?')} device(s))" if dev else "n/a"
     bt = m.get("backtest") if isinstance(m.get("backtest"), dict) else None
     paths = s.get("paths", (bt or {}).get("paths", run.config.get("paths")))
+    if run.kind in ("sweep", "sensitivities") and m.get("paths") is not None:  # run at their own path count,
+        paths = m["paths"]  # not the config's (``perpjax sensitivities --paths``)
     if run.kind == "calibrate":  # the optimiser's paths (the hard-engine check's are in its section)
         paths = (run.config.get("calibration") or {}).get("paths")
     steps = s.get("steps")
@@ -219,7 +230,8 @@ def render(run: Run | str | Path, *, title: str | None = None, sample_paths: int
         body.append({"backtest": backtest, "calibrate": calibration, "sweep": sweep,
                      "sensitivities": sensitivities}[run.kind].section(run))
     notes = "".join(f"<li>{esc(n)}</li>" for n in run.warnings)
-    footer = ("<footer><p>± is one Monte Carlo standard error. "
+    footer = ("<footer><p>± is one Monte Carlo standard error; ± n/a (k paths beyond): the standard error rests "
+              f"on fewer than {MIN_TAIL_PATHS} paths (beyond the VaR, with or without the event) and is not given. "
               "VaR / ES: the quantile / expected shortfall over paths at the stated level. Probabilities are per "
               "horizon. [lo, hi]: 95 % Wilson interval. USD amounts are per path over the horizon unless stated."
               f"</p>{'<ul>' + notes + '</ul>' if notes else ''}</footer>")

@@ -6,7 +6,9 @@ has ``compare.csv`` and one run directory per mode instead; a calibration ``metr
 ``ladder.csv`` and ``ladder_before.csv``; a directory whose manifest says ``"kind": "sweep"`` or
 ``"sensitivities"`` its ``sweep.csv`` / ``sensitivities.csv``, whose columns are checked). Per-path
 values are read from the Parquet files under ``RUN/paths/`` when they are there (pandas with
-pyarrow); a run without them has ``paths = None``.
+pyarrow) and given the names and values of ``perpjax.run(...).paths`` (``engine.outputs.path_columns``:
+``bad_debt``, ``log_return_BTC``, ``drawdown_BTC`` as a fraction; indexed by path); a run without them
+has ``paths = None``.
 """
 
 from __future__ import annotations
@@ -113,7 +115,9 @@ def _read_csv(path: Path, notes: list) -> pd.DataFrame | None:
         return None
 
 
-def _read_paths(d: Path, manifest: dict, notes: list) -> pd.DataFrame | None:
+def _read_paths(d: Path, manifest: dict, summary: dict, notes: list) -> pd.DataFrame | None:
+    """The run's per-path table from its chunk files, with ``Result.paths``'s names and values
+    (``engine.outputs.path_table`` of the stored fields), indexed by path."""
     pattern = manifest.get("stored_paths") if isinstance(manifest.get("stored_paths"), str) else None
     files = sorted(glob.glob(str(d / pattern))) if pattern else []
     if not files:
@@ -129,7 +133,24 @@ def _read_paths(d: Path, manifest: dict, notes: list) -> pd.DataFrame | None:
     df = pd.concat(frames, ignore_index=True)
     if "path" in df.columns:
         df = df.sort_values("path", kind="stable").reset_index(drop=True)
-    return df
+    from ..engine.outputs import path_table
+
+    names = (manifest.get("config") or {}).get("asset_names") or _stored_assets(df.columns)
+    cascade_on = "cascade_rounds_mean" in summary  # summarize adds the cascade metrics exactly when monitored
+    try:
+        return path_table({c: df[c].to_numpy() for c in df.columns}, names, cascade_on,
+                          index=df["path"] if "path" in df.columns else None)
+    except KeyError as e:  # written by another version: the report goes on without the per-path table
+        notes.append(f"paths/: the chunk files lack the column {e} of this version's per-path table")
+        return None
+
+
+def _stored_assets(columns) -> list:
+    """Asset names from the chunk files' per-asset columns (``path_log_return__BTC``), in column order."""
+    from ..engine.outputs import stored_name
+
+    prefix = stored_name("path_log_return", "")
+    return [c[len(prefix):] for c in columns if c.startswith(prefix)]
 
 
 # The tables a sweep / sensitivities directory must hold, and their columns (a sweep adds one column per
@@ -220,7 +241,8 @@ def load(run_dir, *, paths: bool = True) -> Run:
                 tables[stem] = t
         return Run(dir=d, kind="backtest", summary=summary, manifest=manifest, backtest=tables, warnings=notes)
     run = Run(dir=d, kind="run", summary=summary, manifest=manifest, accounts=_read_csv(d / "accounts.csv", notes),
-              tiers=_read_csv(d / "tiers.csv", notes), paths=_read_paths(d, manifest, notes) if paths else None,
+              tiers=_read_csv(d / "tiers.csv", notes),
+              paths=_read_paths(d, manifest, summary, notes) if paths else None,
               warnings=notes)
     for n in notes:
         warnings.warn(n, stacklevel=2)

@@ -8,7 +8,16 @@ contribution (``g_i`` pathwise, ``d_i`` the hard engine's central difference, ``
   when ``|z| <= Z_AGREE``. Common random numbers make the two estimates positively correlated, so
   the combined error is conservative; ``z_paired`` divides by the paired error
   ``std(g_i - d_i) / sqrt(n)`` instead: it resolves the relaxation's bias where the metric is smooth
-  in the parameter (depth, spread: the two estimates then differ by ~0.1 %, many paired SEs).
+  in the parameter (depth, spread: the two estimates then differ by ~0.1 %, many paired SEs);
+* where both estimates and both errors lie below the resolution floor (``SE_FLOOR``: float32 rounding
+  of the relaxed Jacobian) nothing moves the metric on these paths: no z and no verdict
+  (``UNRESOLVED``), rather than "agrees" between 1e-12 and 0;
+* a finite difference whose per-path differences are non-zero on fewer than ``MIN_TAIL_PATHS`` paths
+  (``metrics``: e.g. no path depletes the fund at either bump) has no SE and the row no z (``FEW_PATHS``):
+  "0 ± 0" from no path that changes is not a measurement;
+* a pathwise column that is zero by construction (``zero_by_construction``: the fund moves no relaxed
+  output, so its Jacobian column is 0 for every metric but the depletion proxy) is no estimate: the
+  row is the finite difference's, marked ``ZERO_BY_CONSTRUCTION``, with no z.
 
 Pathwise contributions (``J_i`` the path's Jacobian row, ``pathwise``):
 
@@ -28,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..metrics import MIN_TAIL_PATHS
 from .hard import HardRun, es_terms
 from .params import STEP
 
@@ -35,6 +45,11 @@ Z_AGREE = 3.0
 SE_FLOOR = 1e-7
 ES_LEVEL = 0.99
 FUND_TEMPERATURE = 0.05  # tau_F: the depletion proxy's sigmoid width, a fraction of the fund
+
+
+UNRESOLVED = "below resolution: neither estimate moves beyond the float32 floor on these paths (no z)"
+ZERO_BY_CONSTRUCTION = "zero by construction"
+FEW_PATHS = "the finite difference rests on {k} path(s) whose value changes between the bumps: no SE, no z"
 
 
 class Metric(NamedTuple):
@@ -65,6 +80,14 @@ def hard_values(run: HardRun, metric: str) -> np.ndarray:
     return run.depleted
 
 
+def zero_by_construction(parameter: str, metric: str) -> bool:
+    """Whether the pathwise gradient of ``metric`` in ``parameter`` is 0 by construction: a parameter
+    outside the relaxed engine (``pathwise.OUTSIDE``: the fund) moves only the depletion proxy."""
+    from .pathwise import OUTSIDE
+
+    return parameter in OUTSIDE and METRICS[metric].kind != "depleted"
+
+
 def pathwise_terms(metric: str, values: np.ndarray, jac: np.ndarray, *, fund: float, dfund: float) -> np.ndarray:
     """Per-path contributions ``g_i`` of d(metric)/dx from the relaxed outputs ``values`` (paths, 4)
     and one parameter's Jacobian columns ``jac`` (paths, 4); ``dfund``: dF/dx of the fund (USD)."""
@@ -90,16 +113,24 @@ def compare(g, d, scale: float = 1.0) -> dict:
     """Row numbers from per-path contributions (per unit of x); reported per parameter unit (x = STEP).
     ``g`` None: finite differences only. ``scale``: the metric's size (its value); standard errors are
     floored at ``SE_FLOOR x max(1, |scale|)`` per unit x (the float32 rounding of the relaxed engine's
-    Jacobian), so that 1e-12 between two zeros is not a disagreement."""
-    out = {"fd": float(np.mean(d)) * STEP, "fd_se": _se(d) * STEP}
+    Jacobian), so that 1e-12 between two zeros is not a disagreement; where both estimates and their
+    SEs are below that floor the row has no z and says so (``note``: ``UNRESOLVED``), as where fewer than
+    ``MIN_TAIL_PATHS`` paths move the finite difference (``FEW_PATHS``; its SE is then NaN)."""
+    moved = int(np.count_nonzero(np.asarray(d)))
+    out = {"fd": float(np.mean(d)) * STEP, "fd_se": _se(d) * STEP if moved >= MIN_TAIL_PATHS else float("nan")}
     if g is None:
         return {"gradient": float("nan"), "gradient_se": float("nan"), **out, "z": float("nan"), "agree": "",
                 "z_paired": float("nan")}
     g, d = np.asarray(g, np.float64), np.asarray(d, np.float64)
     floor = SE_FLOOR * max(1.0, abs(scale))
     diff = float(np.mean(g) - np.mean(d))
+    row = {"gradient": float(np.mean(g)) * STEP, "gradient_se": _se(g) * STEP, **out}
+    no_z = {"z": float("nan"), "agree": "", "z_paired": float("nan")}
+    if np.nanmax([abs(np.mean(g)), _se(g), abs(np.mean(d)), _se(d)]) <= floor:
+        return {**row, **no_z, "note": UNRESOLVED}
+    if moved < MIN_TAIL_PATHS:
+        return {**row, **no_z, "note": FEW_PATHS.format(k=moved)}
     combined = math.hypot(_se(g), _se(d))
     z = diff / (combined if combined > floor else floor)  # a NaN SE (one path) takes the floor
     paired = _se(g - d)
-    return {"gradient": float(np.mean(g)) * STEP, "gradient_se": _se(g) * STEP, **out, "z": z,
-            "agree": bool(abs(z) <= Z_AGREE), "z_paired": diff / (paired if paired > floor else floor)}
+    return {**row, "z": z, "agree": bool(abs(z) <= Z_AGREE), "z_paired": diff / (paired if paired > floor else floor)}

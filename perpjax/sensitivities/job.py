@@ -12,7 +12,15 @@ import pandas as pd
 from ..calibrate import check_calibratable
 from ..config import ConfigError, build_model
 from ..engine import auto_chunk_size
-from .estimates import METRICS, Z_AGREE, compare, hard_values, pathwise_terms
+from .estimates import (
+    METRICS,
+    Z_AGREE,
+    ZERO_BY_CONSTRUCTION,
+    compare,
+    hard_values,
+    pathwise_terms,
+    zero_by_construction,
+)
 from .hard import hard_bumped, hard_run
 from .params import PARAMS, STEP, base_of, check_bumps, check_supported
 from .pathwise import AD_MODES, carry_copies, path_grads
@@ -85,14 +93,20 @@ def run_sensitivities(s: Setup, *, chunk: int | None = None, progress=print) -> 
         for metric, meta in METRICS.items():
             d = (hard_values(hi, metric) - hard_values(lo, metric)) / (2.0 * h)
             note = _note(s, metric, fund)
-            g = None
-            if pw is not None and not note:
+            g, method = None, "finite-difference"
+            if pw is not None and not note and zero_by_construction(name, metric):
+                method, note = ZERO_BY_CONSTRUCTION, f"{name} moves no relaxed output: its pathwise column is 0"
+            elif pw is not None and not note:
                 dfund = fund if name == "fund" else 0.0
                 g = pathwise_terms(metric, pw.values, pw.jac[name], fund=fund, dfund=dfund)
+                method = "pathwise"
             value = float(np.mean(hard_values(hard0, metric)))
+            est = compare(g, d, value)
+            note = est.pop("note", "") or note  # no z where neither estimate resolves anything
+            if method == ZERO_BY_CONSTRUCTION:
+                est["gradient"] = 0.0
             rows.append({"parameter": name, "metric": metric, "unit": f"{meta.unit} per {PARAMS[name].unit}",
-                         **compare(g, d, value), "method": "pathwise" if g is not None else "finite-difference",
-                         "value": value, "note": note})
+                         **est, "method": method, "value": value, "note": note})
     table = pd.DataFrame(rows, columns=COLUMNS)
     runs = [r for pair in bumped.values() for r in pair]  # compiled already: no compile in their times
     extra = _extra(s, min(r.seconds_per_path for r in runs), pw, time.perf_counter() - t0)

@@ -3,17 +3,24 @@ set 0 and that difference's standard error on common random numbers.
 
 Metrics are the venue summary metrics (``metrics.summarize``) that have a standard error: the value is
 summarize's, the SE summarize's own where it gives one (``*_se``: binomial for probabilities, sd/sqrt(n) for
-means, order statistics for VaR, Rockafellar-Uryasev for ES), else sd(per-path value)/sqrt(n).
+means, order statistics for VaR, Rockafellar-Uryasev for ES; NaN where summarize gives none for want of
+tail paths), else sd(per-path value)/sqrt(n), NaN when fewer than ``metrics.MIN_TAIL_PATHS`` paths differ
+from the column's most common value (a probability's rarer outcome, a zero-heavy mean's non-zero paths).
 
 Difference SEs (every set ran the same paths, so path i of set s and of set 0 share their random numbers):
 
 - a mean of per-path values (probabilities included): the SE of the mean of the per-path difference,
-  sd(x_s - x_0)/sqrt(n); positively correlated paths make it smaller than sqrt(se_s^2 + se_0^2).
+  sd(x_s - x_0)/sqrt(n); positively correlated paths make it smaller than sqrt(se_s^2 + se_0^2). NaN when
+  fewer than ``MIN_TAIL_PATHS`` paths differ between the sets (it rests on those paths alone).
 - ES at level a: the same on the Rockafellar-Uryasev per-path values Y = VaR + (x - VaR)^+ / (1 - a) of each
-  set (their mean is the ES; VaR's own estimation error does not enter to first order).
+  set (their mean is the ES; VaR's own estimation error does not enter to first order). NaN when fewer than
+  ``MIN_TAIL_PATHS`` paths lie beyond the VaR in either set.
 - VaR at level a (a quantile): batch means. The paths are cut in ``BATCHES`` = 20 batches by path index (the
   same batches in every set); the SE is sd over batches of (batch VaR_s - batch VaR_0) / sqrt(20). NaN when a
-  batch has fewer than one path beyond the quantile on average (n (1 - a) / 20 < 1).
+  batch has fewer than one path beyond the quantile on average (n (1 - a) / 20 < 1), or when fewer than
+  ``MIN_TAIL_PATHS`` paths lie beyond the VaR in either set (as for the ES).
+
+Set 0 against itself: a difference of exactly 0, SE 0.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..metrics import LEVELS
+from ..metrics import LEVELS, MIN_TAIL_PATHS
 
 BATCHES = 20
 
@@ -69,6 +76,15 @@ def _sd_mean(v) -> float:
     return float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
+def mean_se(x) -> float:
+    """sd(x)/sqrt(n); NaN when fewer than ``MIN_TAIL_PATHS`` paths differ from the most common value."""
+    x = np.asarray(x, np.float64)
+    if not x.size:
+        return float("nan")
+    off_mode = x.size - int(np.unique(x, return_counts=True)[1].max())
+    return _sd_mean(x) if off_mode >= MIN_TAIL_PATHS else float("nan")
+
+
 def _ru(x, a: float):
     """Rockafellar-Uryasev per-path values of ES at level a (their mean is ``metrics.var_es``'s ES)."""
     x = np.asarray(x, np.float64)
@@ -83,9 +99,13 @@ def _batch_var(x, a: float):
 
 def diff_se(kind, x, x0) -> float:
     """SE of (metric of set s) - (metric of set 0) from their per-path values ``x``, ``x0`` (same paths)."""
+    x, x0 = np.asarray(x, np.float64), np.asarray(x0, np.float64)
     if kind == "mean":
-        return _sd_mean(np.asarray(x, np.float64) - np.asarray(x0, np.float64))
+        return _sd_mean(x - x0) if np.count_nonzero(x != x0) >= MIN_TAIL_PATHS else float("nan")
     what, a = kind
+    tail = (x > np.quantile(x, a, method="inverted_cdf")) | (x0 > np.quantile(x0, a, method="inverted_cdf"))
+    if np.count_nonzero(tail) < MIN_TAIL_PATHS:
+        return float("nan")
     if what == "es":
         return _sd_mean(_ru(x, a) - _ru(x0, a))
     if len(x) * (1 - a) / BATCHES < 1:
@@ -103,12 +123,15 @@ def sweep_table(sets, summaries: list[dict], outcomes: list) -> pd.DataFrame:
         vals = s.values
         for name, (kind, value) in METRICS.items():
             x = value(out)
-            se = summ.get(f"{name}_se")
-            if se is None:
-                se = _sd_mean(x)
+            if f"{name}_se" in summ:  # summarize's (None: too few tail paths)
+                se = summ[f"{name}_se"]
+                se = float("nan") if se is None else float(se)
+            else:
+                se = mean_se(x)
             v = float(summ[name]) + 0.0  # never -0.0
-            rows.append({"set": s.index, **{k: vals[k] for k in keys}, "metric": name, "value": v, "se": float(se),
-                         "diff_vs_base": v - float(summaries[0][name]), "diff_se": diff_se(kind, x, base_vals[name])})
+            d_se = 0.0 if s.index == 0 else diff_se(kind, x, base_vals[name])
+            rows.append({"set": s.index, **{k: vals[k] for k in keys}, "metric": name, "value": v, "se": se,
+                         "diff_vs_base": v - float(summaries[0][name]), "diff_se": d_se})
     df = pd.DataFrame(rows, columns=["set", *keys, "metric", "value", "se", "diff_vs_base", "diff_se"])
     for k in keys:
         df[k] = _column(df[k])

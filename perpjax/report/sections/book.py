@@ -73,13 +73,13 @@ def section(run: Run) -> str:
                     row.append(fmt_pm(r[c], r[f"{c}_se"], "USD"))
                 elif pd.api.types.is_numeric_dtype(a[c]):
                     row.append(fmt(r[c], column_unit(c)))
-                else:
-                    row.append(esc(r[c]))
+                else:  # an isolated unit "account:ASSET" may break after its colon
+                    row.append(esc(r[c]).replace(":", ":<wbr>"))
             rows.append(row)
         head = [_th(c) if c != "p_liquidation" else "P(liquidation)<span class='u'>probability [95 % Wilson]</span>"
                 for c in cols]
         cap = "Per margin unit (sorted by P(liquidation); time to liquidation: mean over paths that liquidate)"
-        out.append("<div class='wide'>" + table(head, rows, left=3, caption=cap) + "</div>")
+        out.append("<div class='wide'>" + table(head, rows, cls="stack", left=3, caption=cap) + "</div>")
     if tiers is not None and len(tiers):
         cols = [c for c in tiers.columns if not c.endswith("_sum_over_units")
                 and c != "expected_liquidation_events_mean_per_unit"]

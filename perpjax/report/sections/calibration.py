@@ -41,7 +41,11 @@ def section(run: Run) -> str:
                      fmt(None if a is None or b is None else a - b, u), rel])
     metrics = table(["metric", "unit", "before", "after", "after − before", "change"], rows, left=2,
                     caption="The hard engine before and after, on the same fresh paths")
-    out.append(f"<div class='grid'><div>{kv(info)}</div><div class='wide'>{metrics}</div></div>")
+    # the settings beside each other; the before / after table below them, full width (beside them it was
+    # clipped in a half-width column)
+    half = (len(info) + 1) // 2
+    out.append(f"<div class='grid'><div>{kv(info[:half])}</div><div>{kv(info[half:])}</div></div>"
+               f"<div class='wide'>{metrics}</div>")
     lb, la = t.get("ladder_before"), t.get("ladder")
     assets = list(dict.fromkeys(la["asset"]))
     changed = [a for a in assets if not np.allclose(la.loc[la.asset == a, "mmr"].to_numpy(float),

@@ -35,9 +35,9 @@ def section(run: Run) -> str:
              fmt(scaled(s.get(f"drawdown_no_feedback_mean_{a}"), 100), digits=2),
              fmt(s.get(f"cascade_amplification_{a}"), digits=4), fmt(s.get(f"cascade_amplification_p99_{a}"), digits=4)]
             for a in assets]
-    left = kv(facts)
+    per_asset = ""
     if rows:
-        left += table(["asset", "mean drawdown<span class='u'>% with feedback</span>",
+        per_asset = table(["asset", "mean drawdown<span class='u'>% with feedback</span>",
                         "mean drawdown<span class='u'>% without</span>", "amplification<span class='u'>ratio</span>",
                         "amplification p99<span class='u'>ratio</span>"], rows, caption="Per asset")
     figs = []
@@ -51,19 +51,21 @@ def section(run: Run) -> str:
                                                   "(probability)"),
                          "tiers starting cascades", 640))
     p = run.paths
-    if p is not None and "path_cascade_rounds" in p:
-        figs.append(img(figures.integer_histogram(p["path_cascade_rounds"], title="Liquidation rounds per path",
+    if p is not None and "cascade_rounds" in p:
+        figs.append(img(figures.integer_histogram(p["cascade_rounds"], title="Liquidation rounds per path",
                                                    xlabel="rounds chained within the cascade window (count)"),
                          "cascade rounds", 640))
     if p is not None and assets:
         a = max(assets, key=lambda x: num(s.get(f"cascade_amplification_{x}")) or 0)
-        if f"path_drawdown__{a}" in p and f"path_drawdown_exog__{a}" in p:
-            figs.append(img(figures.drawdown_scatter(p[f"path_drawdown__{a}"].to_numpy(float),
-                                                      p[f"path_drawdown_exog__{a}"].to_numpy(float), a),
+        if f"drawdown_{a}" in p and f"drawdown_no_feedback_{a}" in p:  # fractions of the peak
+            figs.append(img(figures.drawdown_scatter(p[f"drawdown_{a}"].to_numpy(float),
+                                                      p[f"drawdown_no_feedback_{a}"].to_numpy(float), a),
                              "drawdown with and without feedback", 640))
-    out.append(f"<div class='grid'><div>{left}</div><div>{''.join(figs[:1])}</div></div>")
-    if len(figs) > 1:
-        out.append(f"<div class='grid'>{''.join(figs[1:])}</div>")
+    # the facts and the per-asset table full width (in a half-width column beside a figure they overflowed at
+    # 1,000 px), the figures two by two below
+    out.append(f"<div>{kv(facts)}</div><div class='wide'>{per_asset}</div>")
+    if figs:
+        out.append(f"<div class='grid'>{''.join(figs)}</div>")
     out.append("</section>")
     return "".join(out)
 

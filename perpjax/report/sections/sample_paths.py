@@ -27,24 +27,24 @@ def pick_paths(p: pd.DataFrame, count: int = DEFAULT_COUNT) -> list:
     picks: dict = {}
 
     def add(i, why):
-        i = int(p["path"].iloc[i])
+        i = int(p.index[i])
         picks.setdefault(i, []).append(why)
 
-    if "path_bad_debt" in p and (p["path_bad_debt"] > 0).any():
-        add(int(np.argmax(p["path_bad_debt"].to_numpy())), "worst bad debt")
-    if "path_trader_loss" in p:
-        loss = p["path_trader_loss"].to_numpy(float)
+    if "bad_debt" in p and (p["bad_debt"] > 0).any():
+        add(int(np.argmax(p["bad_debt"].to_numpy())), "worst bad debt")
+    if "trader_loss" in p:
+        loss = p["trader_loss"].to_numpy(float)
         add(int(np.argmax(loss)), "worst trader loss")
         add(int(np.argmin(np.abs(loss - np.median(loss)))), "median trader loss")
-    if "path_liq_notional" in p and (p["path_liq_notional"] > 0).any():
-        n = p["path_liq_notional"].to_numpy(float)
+    if "liquidated_notional" in p and (p["liquidated_notional"] > 0).any():
+        n = p["liquidated_notional"].to_numpy(float)
         hit = np.nonzero(n > 0)[0]
         add(int(hit[np.argmin(np.abs(n[hit] - np.median(n[hit])))]), "a typical path with a liquidation")
-    if "path_liq_events" in p:
-        for i in np.argsort(-p["path_liq_events"].to_numpy(), kind="stable"):
+    if "liquidation_events" in p:
+        for i in np.argsort(-p["liquidation_events"].to_numpy(), kind="stable"):
             if len(picks) >= count:
                 break
-            if int(p["path"].iloc[i]) not in picks:
+            if int(p.index[i]) not in picks:
                 add(int(i), "most liquidation events")
     return [(i, ", ".join(w)) for i, w in list(picks.items())[:count]]
 
@@ -61,13 +61,22 @@ def trace_run(run: Run, picks: list) -> list:
                        unit_names=list(labels.unit))
 
 
+def traced_row(tr, p: pd.DataFrame) -> dict:
+    """The traced path's per-path table row (``tr.row`` holds the chunk files' fields) under the table's
+    own names and values (``engine.outputs.path_columns``; cascade columns when ``p`` has them)."""
+    from ...engine.outputs import path_columns
+
+    cascade_on = any(c.startswith("cascade_") for c in p.columns)
+    return {k: float(v) for k, v in path_columns(tr.row, tr.asset_names, cascade_on).items()}
+
+
 def _mismatch(tr, p: pd.DataFrame) -> list:
     """Per-path table columns where the traced path differs from the stored row (a different run)."""
-    row = p.loc[p["path"] == tr.path]
-    if not len(row):
+    if tr.path not in p.index:
         return ["path"]
-    r = row.iloc[0]
-    return [k for k, v in tr.row.items() if k in r.index and not np.isclose(v, r[k], rtol=1e-6, atol=1e-6)]
+    r = p.loc[tr.path]
+    return [k for k, v in traced_row(tr, p).items()
+            if k in r.index and not np.isclose(v, r[k], rtol=1e-6, atol=1e-6)]
 
 
 def price(x) -> str:
@@ -104,10 +113,10 @@ def _one(run: Run, tr, why: str, p: pd.DataFrame) -> str:
     ev = tr.events
     involved = list(dict.fromkeys(ev["asset"])) if len(ev) else []
     assets = (involved + [a for a in tr.asset_names if a not in involved])[:MOST_ASSETS]
-    r = tr.row
-    head = (f"path {tr.path:,} ({why}): bad debt {fmt(r.get('path_bad_debt'), 'USD')} USD, trader loss "
-            f"{fmt(r.get('path_trader_loss'), 'USD')} USD, {fmt(r.get('path_liq_events'), 'count')} liquidation "
-            f"event(s), liquidated notional {fmt(r.get('path_liq_notional'), 'USD')} USD")
+    r = traced_row(tr, p)
+    head = (f"path {tr.path:,} ({why}): bad debt {fmt(r.get('bad_debt'), 'USD')} USD, trader loss "
+            f"{fmt(r.get('trader_loss'), 'USD')} USD, {fmt(r.get('liquidation_events'), 'count')} liquidation "
+            f"event(s), liquidated notional {fmt(r.get('liquidated_notional'), 'USD')} USD")
     parts = [f"<h3>{esc(head)}</h3>"]
     bad = _mismatch(tr, p)
     if bad:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...sensitivities.estimates import ZERO_BY_CONSTRUCTION
 from .. import figures
 from ..format import esc, fmt, fmt_pm, img, num, table
 from ..load import Run
@@ -44,24 +45,45 @@ def _effects(t: pd.DataFrame, per: dict, common: float | None) -> pd.DataFrame:
                          "fd_effect": np.where(pathwise, fd * h, np.nan)}, index=t.index)
 
 
+def _breakable(name) -> str:
+    """A metric or parameter key that may break after its underscores (a narrow page keeps the table inside)."""
+    return esc(name).replace("_", "_<wbr>")
+
+
+def charted(t: pd.DataFrame) -> pd.Series:
+    """Rows that get a tornado bar: a pathwise gradient with a z (one that resolves something), or a finite
+    difference alone with its SE; not a column zero by construction, nor one below both engines' resolution,
+    nor a finite difference that too few paths move."""
+    method = t["method"].astype(str)
+    z = pd.to_numeric(t["z"], errors="coerce")
+    fd, fd_se = pd.to_numeric(t["fd"], errors="coerce"), pd.to_numeric(t["fd_se"], errors="coerce")
+    return (method.str.startswith("path") & z.notna()) | ((method == "finite-difference") & fd.notna() & fd_se.notna())
+
+
 def section(run: Run) -> str:
     t = run.tables["sensitivities"]
     per, common = bumps(run.manifest)
     stated = ("the bump the manifest states" + (f" ({common:g} for every parameter)" if common is not None else
                                                " per parameter") if per or common is not None
               else "one unit of the parameter (the manifest states no bump)")
+    paths = num(run.manifest.get("paths"))
+    ran = f"On {paths:,.0f} Monte Carlo paths (seed {esc(run.manifest.get('seed', 'n/a'))}). " if paths else ""
     out = ["<section id='sensitivities'><h2>Risk sensitivities</h2>",
-           f"<p class='note'>Bars: the pathwise gradient (relaxed engine, common random numbers) times {esc(stated)}"
-           "; whiskers: 95 % confidence (± 1.96 standard errors); diamonds: the hard engine's central finite "
-           "difference times the same bump. Where the relaxed engine has no gradient the bar is the finite "
-           "difference's. Table: gradients in metric units per parameter unit; z: (gradient − FD) over their "
-           "combined standard error.</p>"]
+           f"<p class='note'>{ran}Bars: the pathwise gradient (relaxed engine, common random numbers) times "
+           f"{esc(stated)}; whiskers: 95 % confidence (± 1.96 standard errors); diamonds: the hard engine's "
+           "central finite difference times the same bump. Where the relaxed engine has no gradient the bar "
+           "is the finite difference's. Table: gradients in metric units per parameter unit; z: (gradient − "
+           "FD) over their combined standard error. Zero by construction: a parameter the relaxed engine does "
+           "not see (the fund moves only the depletion proxy); below resolution: both estimates and their "
+           "errors below the float32 floor (nothing moves the metric on these paths). Neither is charted nor "
+           "given a z.</p>"]
     units = run.manifest.get("parameter_units") if isinstance(run.manifest.get("parameter_units"), dict) else {}
     if per and units:
         out.append("<p class='note'>Bumps: " + "; ".join(
             f"{esc(p)} {h:g} × ({esc(units[p])})" for p, h in per.items() if p in units) + ".</p>")
     figs, flat = [], []
     for m, g in t.groupby("metric", sort=False):
+        g = g[charted(g)]
         e = _effects(g, per, common)
         vals = np.r_[e["effect"].to_numpy(float), e["fd_effect"].to_numpy(float)]
         if not np.nan_to_num(vals).any():
@@ -75,18 +97,24 @@ def section(run: Run) -> str:
         out.append(f"<div class='grid'>{''.join(figs)}</div>")
     if flat:
         out.append(f"<p class='note'>No parameter moves {esc(', '.join(flat))} on these paths (every gradient and "
-                   "finite difference is zero): no chart.</p>")
+                   "finite difference is zero or below the engines' resolution, or zero by construction): no "
+                   "chart.</p>")
     notes = "note" in t.columns and t["note"].fillna("").astype(str).str.strip().ne("").any()
     rows = []
     for r in t.itertuples(index=False):
         agree = str(r.agree).strip().lower() in ("true", "1", "yes")
         flag = ("<span class='zone-green'>&nbsp;agree&nbsp;</span>" if agree else
                 "<span class='zone-red'>&nbsp;disagree&nbsp;</span>") if num(r.z) is not None else "n/a"
-        row = [esc(r.metric), esc(r.parameter), esc(r.unit), fmt_pm(r.gradient, r.gradient_se),
-               fmt_pm(r.fd, r.fd_se), fmt(r.z, digits=2), flag, esc(r.method)]
+        if str(r.method) == ZERO_BY_CONSTRUCTION:
+            flag = "<span class='words'>zero by construction</span>"
+        elif str(r.method).startswith("path") and num(r.z) is None:
+            flag = ("<span class='words'>below resolution</span>" if str(getattr(r, "note", "")).startswith("below")
+                    else "<span class='words'>too few paths</span>")
+        row = [_breakable(r.metric), _breakable(r.parameter), esc(r.unit), fmt_pm(r.gradient, r.gradient_se),
+               fmt_pm(r.fd, r.fd_se), fmt(r.z, digits=2), flag, f"<span class='words'>{esc(r.method)}</span>"]
         if notes:
             note = getattr(r, "note", "")
-            row.append(esc(note) if isinstance(note, str) else "")
+            row.append(f"<div class='text'>{esc(note)}</div>" if isinstance(note, str) and note else "")
         rows.append(row)
     out.append("<div class='wide'>" + table(
         ["metric", "parameter", "unit", "pathwise gradient<span class='u'>± 1 SE</span>",

@@ -1,5 +1,6 @@
-"""A parameter sweep (``perpjax sweep``): each metric against the varied parameters with 95 % confidence
-bars, and the sets side by side with their differences to the base set on common random numbers.
+"""A parameter sweep (``perpjax sweep``): each metric's difference to the base set (set 0) against the varied
+parameters with its paired 95 % interval on common random numbers (the question a sweep answers: does
+this set move the metric from the base's?), and the sets side by side with their values and differences.
 
 Reads ``sweep.csv``: one row per (set, metric), columns ``set``, one per varied dotted config key,
 ``metric``, ``value``, ``se``, ``diff_vs_base``, ``diff_se``."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...metrics.tails import MIN_TAIL_PATHS
 from .. import figures
 from ..format import column_unit, esc, fmt, fmt_pm, img, num, table
 from ..load import TIDY, Run
@@ -40,11 +42,12 @@ def _plot(t: pd.DataFrame, metric: str, keys: list) -> str:
             g = g.assign(_x=pd.to_numeric(g[x])).sort_values("_x")
         lab = ", ".join(f"{k} = {v}" for k, v in zip(others, label if isinstance(label, tuple) else (label,),
                                                    strict=True)) if others else ""
-        groups.append((lab, g[x].tolist() if cat else g["_x"].to_numpy(float), g["value"].to_numpy(float),
-                       g["se"].to_numpy(float)))
+        groups.append((lab, g[x].tolist() if cat else g["_x"].to_numpy(float),
+                       pd.to_numeric(g["diff_vs_base"], errors="coerce").to_numpy(float),
+                       pd.to_numeric(g["diff_se"], errors="coerce").to_numpy(float), (g["set"] == 0).to_numpy()))
     u = column_unit(metric)
-    png = figures.sweep_metric(groups, xlabel=x, ylabel=f"{metric.replace('_', ' ')} ({u or 'value'}; ± 1.96 SE)",
-                               title=metric.replace("_", " "), categorical=cat)
+    png = figures.sweep_metric(groups, xlabel=x, ylabel=f"Δ vs set 0 ({u or 'value'}; ± 1.96 paired SE)",
+                               title=f"{metric.replace('_', ' ')}: difference to set 0", categorical=cat)
     return img(png, f"sweep {metric}", 620)
 
 
@@ -73,9 +76,11 @@ def section(run: Run) -> str:
     sets = sorted(t["set"].unique())
     out = ["<section id='sweep'><h2>Parameter sweep</h2>",
            f"<p class='note'>{len(sets)} parameter sets × {len(metrics)} metrics on the same random paths (common "
-           f"random numbers). Varied: {esc(', '.join(keys) or 'nothing')}. Bars: 95 % confidence intervals "
-           "(± 1.96 Monte Carlo standard errors). Δ: the difference to set 0 with its standard error on common "
-           "random numbers; bold where it exceeds 1.96 standard errors.</p>"]
+           f"random numbers). Varied: {esc(', '.join(keys) or 'nothing')}. Charts: each set's difference to set 0 "
+           "(the star) with its 95 % interval (± 1.96 standard errors of the paired per-path difference); a "
+           "hollow point has no interval (fewer than "
+           f"{MIN_TAIL_PATHS} paths differ, or too few lie beyond the VaR). Table: Δ is the same difference "
+           "with its standard error; bold where it exceeds 1.96 standard errors.</p>"]
     first = moved(t)
     ordered = first + [m for m in metrics if m not in first]  # what the parameters move, first
     figs = [f for f in (_plot(t, m, keys) for m in ordered[:MOST_PLOTS]) if f]

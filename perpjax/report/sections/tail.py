@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...metrics.tails import missing_se
 from .. import figures
-from ..format import card, esc, fmt_pm, img, kv, num, table
+from ..format import card, esc, img, kv, num, pm_of, table
 from ..load import Run
 
 LEVELS = (("95", "95 %"), ("99", "99 %"), ("99_9", "99.9 %"))
@@ -15,17 +16,16 @@ def section(run: Run) -> str:
     s = run.summary
     hours = (num(s.get("horizon_seconds")) or 0) / 3600 or None
     h = f" within {hours:g} h" if hours else ""
-    cards = [card(f"P(any liquidation{h})", s.get("p_any_liquidation"), s.get("p_any_liquidation_se"),
-                   "probability"),
-             card("bad debt, mean", s.get("bad_debt_mean"), s.get("bad_debt_mean_se"), "USD",
-                   shown_unit="USD per path"),
-             card("P(bad debt > 0)", s.get("p_bad_debt"), s.get("p_bad_debt_se"), "probability"),
-             card("bad debt ES 99 %", s.get("bad_debt_es_99"), s.get("bad_debt_es_99_se"), "USD"),
-             card("P(insurance fund depleted)", s.get("p_insurance_fund_depleted"),
-                   s.get("p_insurance_fund_depleted_se"), "probability",
-                   warn=(num(s.get("p_insurance_fund_depleted")) or 0) > 0),
-             card("P(auto-deleveraging)", s.get("p_adl"), s.get("p_adl_se"), "probability",
-                   warn=(num(s.get("p_adl")) or 0) > 0)]
+    def headline(label, key, unit, **kw):
+        return card(label, s.get(key), s.get(f"{key}_se"), unit, missing=missing_se(s, key), **kw)
+
+    cards = [headline(f"P(any liquidation{h})", "p_any_liquidation", "probability"),
+             headline("bad debt, mean", "bad_debt_mean", "USD", shown_unit="USD per path"),
+             headline("P(bad debt > 0)", "p_bad_debt", "probability"),
+             headline("bad debt ES 99 %", "bad_debt_es_99", "USD"),
+             headline("P(insurance fund depleted)", "p_insurance_fund_depleted", "probability",
+                      warn=(num(s.get("p_insurance_fund_depleted")) or 0) > 0),
+             headline("P(auto-deleveraging)", "p_adl", "probability", warn=(num(s.get("p_adl")) or 0) > 0)]
     out = ["<section id='tail'><h2>The venue's tail</h2>", "<div class='cards'>" + "".join(cards) + "</div>"]
     header = ["metric"] + [f"VaR {lab}<span class='u'>USD ± 1 SE</span>" for _, lab in LEVELS] + \
              [f"ES {lab}<span class='u'>USD ± 1 SE</span>" for _, lab in LEVELS]
@@ -34,16 +34,16 @@ def section(run: Run) -> str:
                        ("insurance_fund_drawdown", "insurance-fund drawdown")):
         if not any(f"{key}_var_{lv}" in s for lv, _ in LEVELS):
             continue
-        rows.append([esc(label)] + [fmt_pm(s.get(f"{key}_{kind}_{lv}"), s.get(f"{key}_{kind}_{lv}_se"), "USD")
+        rows.append([esc(label)] + [pm_of(s, f"{key}_{kind}_{lv}", "USD")
                                     for kind in ("var", "es") for lv, _ in LEVELS])
     if rows:
         cap = "Value-at-risk and expected shortfall over paths (USD per path over the horizon)"
         out.append("<div class='wide'>" + table(header, rows, cls="stack", caption=cap) + "</div>")
     other = []
 
-    def add(label, key, unit, se_key=None):
+    def add(label, key, unit):
         if key in s:
-            other.append((label, fmt_pm(s[key], s.get(se_key) if se_key else None, unit), unit))
+            other.append((label, pm_of(s, key, unit), unit))
 
     add("liquidation events per path, mean", "liquidation_events_mean", "count")
     add("liquidated notional, mean", "liquidated_notional_mean", "USD")
@@ -90,30 +90,33 @@ def _tail_figures(run: Run) -> str:
         return {"VaR 99 %": num(s.get(f"{key}_var_99")), "ES 99 %": num(s.get(f"{key}_es_99")),
                 "VaR 99.9 %": num(s.get(f"{key}_var_99_9"))}
 
-    if "path_bad_debt" in p:
-        share = float((p["path_bad_debt"] > 0).mean())
-        figs.append(img(figures.tail_histogram(p["path_bad_debt"], title=f"Bad debt per path ({share:.2%} of paths "
+    if "bad_debt" in p:
+        share = float((p["bad_debt"] > 0).mean())
+        figs.append(img(figures.tail_histogram(p["bad_debt"], title=f"Bad debt per path ({share:.2%} of paths "
                                                 "> 0)", xlabel="bad debt (USD)", marks=marks("bad_debt"), log_y=True),
                          "bad debt histogram", 640))
-    if "path_trader_loss" in p:
-        figs.append(img(figures.tail_histogram(p["path_trader_loss"], title="Trader loss per path",
+    if "trader_loss" in p:
+        figs.append(img(figures.tail_histogram(p["trader_loss"], title="Trader loss per path",
                                                 xlabel="trader loss (USD; negative = traders gain)",
                                                 marks=marks("trader_loss")), "trader loss histogram", 640))
-    if "path_fund_min" in p:
-        dd = -np.minimum(p["path_fund_min"].to_numpy(float), 0.0)
+    dd = -np.minimum(p["insurance_fund_min_change"].to_numpy(float), 0.0) if "insurance_fund_min_change" in p \
+        else np.zeros(0)
+    if dd.any():  # a histogram of zeros only would draw one bar and axis ticks that say nothing
         figs.append(img(figures.tail_histogram(dd, title="Insurance-fund drawdown per path",
                                                 xlabel="largest drawdown of the fund (USD)",
                                                 marks=marks("insurance_fund_drawdown"), log_y=True),
                          "insurance fund drawdown histogram", 640))
-    if "path_liq_notional" in p:
-        figs.append(img(figures.tail_histogram(p["path_liq_notional"], title="Liquidated notional per path",
+    if "liquidated_notional" in p:
+        figs.append(img(figures.tail_histogram(p["liquidated_notional"], title="Liquidated notional per path",
                                                 xlabel="liquidated notional (USD)",
                                                 marks={"p99": num(s.get("liquidated_notional_p99")),
                                                        "p99.9": num(s.get("liquidated_notional_p99_9"))}),
                          "liquidated notional histogram", 640))
     if not figs:
         return ""
+    none = " No path drew on the insurance fund (its drawdown is 0 on every path): no histogram of it." \
+        if "insurance_fund_min_change" in p and not dd.any() else ""
     return (f"<h3>Distributions over {len(p):,} paths</h3><div class='grid'>{''.join(figs)}</div>"
             "<p class='note'>Vertical lines: the VaR and ES of summary.json (the same numbers as the table). "
-            "Log-scale counts where most paths are at zero.</p>")
+            f"Log-scale counts where most paths are at zero.{none}</p>")
 
