@@ -10,6 +10,7 @@ import pandas as pd
 
 from .config import build_model, load_config
 from .engine import Outcome, simulate
+from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text, manifest
 from .metrics import by_tier, summarize
 
@@ -82,7 +83,6 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
     """
     cfg = resolve(config, overrides=overrides, paths=paths, seed=seed)
     model, labels, resolved = build_model(cfg)
-    from .config import ConfigError
     from .engine.driver import check_path_count
 
     check_path_count(resolved["paths"], ConfigError)
@@ -101,8 +101,6 @@ def run(config=None, *, overrides=(), paths=None, seed=None, progress=None, out=
     cluster = current()
     if out is None:
         if cluster.num_processes > 1:
-            from .config import ConfigError
-
             raise ConfigError("out: a run on several processes needs an output directory every process sees")
         return _run(model, labels, resolved, progress, None, False, manifest_extra)
     from .engine.driver import stored_bytes_per_path

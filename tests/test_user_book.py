@@ -1,6 +1,7 @@
-"""A user's own book and venue: ``--book FILE`` (CSV or JSON) on every command that runs a config, one rule for
-relative paths (relative to the file that names them), bracket files that never extend silently, asset and
-account names in ``--set``, and the same shared flags everywhere. Only one test simulates (a tiny run)."""
+"""A user's own book and venue: ``--book FILE`` (CSV or JSON) on every command that runs a config and
+``book.accounts_file`` in a config (the same reader, the same book), one rule for relative paths (relative to the
+file that names them), bracket files that never extend silently (for listed, file and generated books), asset
+and account names in ``--set``, and the same shared flags everywhere. Only one test simulates (a tiny run)."""
 
 import json
 import re
@@ -40,7 +41,9 @@ def test_example_books_csv_and_json_are_the_same_book():
     assert a_labels == b_labels and a_labels.unit == ("fund_a", "desk_b", "retail_c:BTC", "retail_c:ETH")
     for field in ("collateral", "size", "entry"):
         np.testing.assert_array_equal(getattr(a_model.book, field), getattr(b_model.book, field))
-    assert b_res["book"]["csv"] is None and b_res["book"]["generate"] is None  # the config's book replaced
+    # the config's book replaced: --book is book.accounts_file, the other accounts dropped
+    assert b_res["book"]["accounts_file"] == str(CONFIGS / "book_example.json") and b_res["book"]["accounts"] == []
+    assert b_res["book"]["csv"] is None and b_res["book"]["generate"] is None
     assert len(load_config(None)["book"]["accounts"]) == 11  # ... not changed at its source
 
 
@@ -62,7 +65,8 @@ def test_simulate_runs_a_csv_book_relative_to_the_working_directory(tmp_path, mo
     acc = pd.read_csv(tmp_path / "out" / "accounts.csv")
     assert list(acc.unit) == ["fund_a", "desk_b", "retail_c:BTC", "retail_c:ETH"]
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert m["book_file"] == "book.csv" and m["config"]["book"]["csv"] == str(tmp_path / "book.csv")
+    assert m["book_file"] == "book.csv" and m["config"]["book"]["accounts_file"] == str(tmp_path / "book.csv")
+    assert str(tmp_path / "book.csv") in m["data_files"]  # the book file is hashed in the manifest
 
 
 def test_bad_book_files_name_the_file_and_the_item(tmp_path):
@@ -70,7 +74,7 @@ def test_bad_book_files_name_the_file_and_the_item(tmp_path):
     book = json.loads(js.read_text())
     book["accounts"][1]["positions"][0]["asset"] = "XRP"
     js.write_text(json.dumps(book))
-    with pytest.raises(ConfigError, match=r"book: .*book.json: accounts\[1\].positions\[0\].asset: unknown asset "
+    with pytest.raises(ConfigError, match=r"--book: .*book.json: accounts\[1\].positions\[0\].asset: unknown asset "
                                           r"'XRP' \(assets: BTC, ETH, SOL, DOGE\)"):
         load_config(None, book=js)
     book["accounts"][1]["positions"][0].update(asset="SOL", size="lots")
@@ -87,8 +91,8 @@ def test_bad_book_files_name_the_file_and_the_item(tmp_path):
         load_config(None, book=js)
     with pytest.raises(ConfigError, match=r"--book: .*book.txt: expected a .csv or .json book"):
         load_config(None, book=tmp_path / "book.txt")
-    with pytest.raises(ConfigError, match=r"book.csv: .*nope.csv: file not found"):
-        build_model(load_config(None, book=tmp_path / "nope.csv"))
+    with pytest.raises(ConfigError, match=r"--book: .*nope.csv: file not found"):
+        load_config(None, book=tmp_path / "nope.csv")  # read as --book is given: before anything else runs
     two = tmp_path / "two.csv"  # one cross account, two collaterals: refused, not the first one silently kept
     two.write_text("account,asset,size,entry,collateral\nf,BTC,1,95000,20000\nf,ETH,2,3500,\nf,SOL,9,180,25000\n")
     with pytest.raises(ConfigError, match=r"two.csv: row 4, column collateral: account 'f' has collateral 20000 on "
@@ -182,8 +186,10 @@ def test_relative_paths_are_relative_to_the_file_that_names_them(tmp_path, monke
     c = load_config("../cfg/child.yaml", ["book.csv=mine.csv"])
     assert c["book"]["csv"] == str(tmp_path / "elsewhere" / "mine.csv")
     c = load_config("../cfg/child.yaml", book="mine.csv")
-    assert c["book"]["csv"] == str(tmp_path / "elsewhere" / "mine.csv")
-    assert load_config("../cfg/child.yaml", book="mine.json")["book"]["accounts"][0]["id"] == "fund_a"
+    assert c["book"]["accounts_file"] == str(tmp_path / "elsewhere" / "mine.csv") and "csv" not in c["book"]
+    c = load_config("../cfg/child.yaml", ["book.csv=null", "book.accounts_file=mine.json"])
+    assert c["book"]["accounts_file"] == str(tmp_path / "elsewhere" / "mine.json")
+    assert build_model(c)[1].unit[0] == "fund_a"
     # a relative path that does not exist there is named as the absolute path looked at
     (tmp_path / "cfg" / "bad.yaml").write_text("extends: default\nbook: {csv: missing.csv}\n")
     with pytest.raises(ConfigError, match=re.escape(f"book.csv: {tmp_path / 'cfg' / 'missing.csv'}: file not found")):
@@ -193,12 +199,14 @@ def test_relative_paths_are_relative_to_the_file_that_names_them(tmp_path, monke
 def test_filter_rebase_repoints_every_relative_path():
     from perpjax.config import files
 
-    raw = {"extends": "../base.yaml", "book": {"csv": "book.csv"}, "innovations": {"residuals": "/abs/r.npz"},
+    raw = {"extends": "../base.yaml", "book": {"csv": "book.csv", "accounts_file": "b.json"},
+           "innovations": {"residuals": "/abs/r.npz"},
            "events": {"replay": {"csv": "data/bars.csv"}},
            "ladders": {"BTC": "lb.json:BTCUSDT", "ETH": "binance_usdm:ETHUSDT", "SOL": {"source": "sol.csv"},
                        "DOGE": [{"floor": 0, "mmr": 0.01, "imr": 0.02}]}}
     out = files.rebase(raw, "/w/a", "/w/b/c")
     assert out["extends"] == "../../base.yaml" and out["book"]["csv"] == "../../a/book.csv"
+    assert out["book"]["accounts_file"] == "../../a/b.json"
     assert out["innovations"]["residuals"] == "/abs/r.npz" and out["events"]["replay"]["csv"] == "../../a/data/bars.csv"
     assert out["ladders"]["BTC"] == "../../a/lb.json:BTCUSDT" and out["ladders"]["ETH"] == "binance_usdm:ETHUSDT"
     assert out["ladders"]["SOL"] == {"source": "../../a/sol.csv"} and out["ladders"]["DOGE"] == raw["ladders"]["DOGE"]
@@ -232,6 +240,78 @@ def test_a_bracket_file_never_extends_its_last_bracket_silently(tmp_path, monkey
     with pytest.raises(ConfigError, match=r"above the last bracket's cap 500,000,000 of binance_usdm:BTCUSDT"):
         build_model(load_config(None, ["ladders.BTC=binance_usdm:BTCUSDT", "book.accounts.0.positions.0.size=6000",
                                        "book.accounts.0.collateral=1e9"]))
+
+
+def test_a_generated_book_is_checked_against_the_caps_too(tmp_path, monkeypatch, capsys):
+    """book.generate draws notionals when the model is built: they meet the same cap rule as a listed book,
+    refused before any compute unless extend_last_bracket: true."""
+    sub = _config_dir(tmp_path)
+    monkeypatch.chdir(sub)
+    gen = "book={accounts: [], generate: {n_accounts: 12, seed: 3, notional_median: 2.0e7, notional_sigma: 0.1}}"
+    (sub / "gen.yaml").write_text("extends: default\nladders: {BTC: lb.json:BTCUSDT}\n")
+    with pytest.raises(ConfigError) as e:
+        build_model(load_config("gen.yaml", [gen]))
+    m = re.match(r"ladders.BTC: account '(gen\d+)' \(drawn by book.generate\) holds BTC notional ([\d,]+) USD "
+                 r"\(size (\S+) at the start price 95,000\), above the last bracket's cap 12,000,000 of "
+                 r".*lb.json:BTCUSDT: .*extend_last_bracket: true.*book.generate.notional_median", str(e.value))
+    assert m, str(e.value)
+    code = main(["simulate", "gen.yaml", "--set", gen, "--paths", "10", "--out", "o", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "drawn by book.generate" in err and len(err.splitlines()) == 1 and not Path("o").exists()
+    # extended: it builds, and the unit the message named holds the size and notional it stated
+    extend = "ladders.BTC={source: lb.json:BTCUSDT, extend_last_bracket: true}"
+    model, labels, _ = build_model(load_config("gen.yaml", [gen, extend]))
+    size = float(model.book.size[labels.account.index(m.group(1)), 0])
+    assert f"{size:g}" == m.group(3) and f"{abs(size) * 95000:,.0f}" == m.group(2)
+    assert abs(size) * 95000 > 12e6
+    # the same generated book under the cap builds with the capped ladder (the check refuses only what is over)
+    small = gen.replace("2.0e7", "1.0e5")
+    _, labels, _ = build_model(load_config("gen.yaml", [small]))
+    assert len(labels.unit) == 12
+
+
+def test_a_config_names_a_csv_or_json_book_file_like_book(tmp_path, monkeypatch):
+    """book.accounts_file in a config: CSV or JSON, relative to the config file, the same book and the same
+    resolved config as --book FILE (which is book.accounts_file with the config's other accounts dropped)."""
+    sub = _config_dir(tmp_path)
+    for fmt in ("csv", "json"):
+        (sub / f"file_{fmt}.yaml").write_text(f"extends: default\nbook: {{accounts: [], accounts_file: book.{fmt}}}\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    from perpjax.config import resolve
+
+    for fmt in ("csv", "json"):
+        cfg = load_config(f"../cfg/sub/file_{fmt}.yaml")
+        assert cfg["book"]["accounts_file"] == str(sub / f"book.{fmt}")
+        model, labels, c = build_model(cfg)
+        assert labels.unit == ("fund_a", "desk_b", "retail_c:BTC", "retail_c:ETH")
+        flag = load_config(None, book=sub / f"book.{fmt}")
+        assert resolve(flag)["book"] == c["book"]
+        f_model, f_labels, _ = build_model(flag)
+        assert f_labels == labels
+        for field in ("collateral", "size", "entry"):
+            np.testing.assert_array_equal(getattr(f_model.book, field), getattr(model.book, field))
+    # the same reader: the same fault, named by where the file was named
+    bad = json.loads((sub / "book.json").read_text())
+    bad["accounts"][1]["positions"][0]["asset"] = "XRP"
+    (sub / "book.json").write_text(json.dumps(bad))
+    tail = r"book.json: accounts\[1\].positions\[0\].asset: unknown asset 'XRP' \(assets: BTC, ETH, SOL, DOGE\)"
+    with pytest.raises(ConfigError, match=f"^book.accounts_file: {re.escape(str(sub))}/{tail}"):
+        build_model(load_config("../cfg/sub/file_json.yaml"))
+    with pytest.raises(ConfigError, match=f"^--book: {re.escape(str(sub))}/{tail}"):
+        load_config(None, book=sub / "book.json")
+    (sub / "book.txt").write_text("")
+    with pytest.raises(ConfigError, match=r"^book.accounts_file: .*book.txt: expected a .csv or .json book"):
+        build_model(load_config("../cfg/sub/file_csv.yaml", ["book.accounts_file=../cfg/sub/book.txt"]))
+    # book.csv is the CSV-only alias: one of the two, and not a JSON
+    with pytest.raises(ConfigError, match=r"book.csv, accounts_file: one book file \(book.csv is the alias"):
+        build_model(load_config("../cfg/sub/file_csv.yaml", ["book.csv=../cfg/sub/book.csv"]))
+    with pytest.raises(ConfigError, match=r"book.csv: a JSON book is named by book.accounts_file"):
+        build_model(load_config(None, ["book.csv=x.json"]))
+    # a JSON book file in a config meets the ladders' caps like any other
+    (sub / "big.json").write_text(json.dumps([{"id": "big_fund", "collateral": 3e6,
+                                               "positions": [{"asset": "BTC", "size": 150, "entry": 95000}]}]))
+    with pytest.raises(ConfigError, match="ladders.BTC: account 'big_fund' holds BTC notional 14,250,000 USD"):
+        build_model(load_config("../cfg/sub/base.yaml", ["book.csv=null", "book.accounts_file=../cfg/sub/big.json"]))
 
 
 def test_no_progress_silences_sensitivities_and_calibrate(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,6 @@
 """The flags every command that runs a config shares, declared once: the config (optional, the packaged
-default), ``--book FILE`` (a user's own book, CSV or JSON), ``--set KEY=VALUE`` and ``--no-progress``; and
-the one way they are read (``load``).
+default), ``--book FILE`` (a user's own book, CSV or JSON: the config's ``book.accounts_file``, its other
+accounts dropped), ``--set KEY=VALUE`` and ``--no-progress``; and the one way they are read (``load``).
 
 Order of application: the config file (its ``extends`` chain), a packaged ``--scenario`` where the command
 has one, ``--book``, then every ``--set`` in the order given. File paths inside a config are relative to the
@@ -13,7 +13,8 @@ from __future__ import annotations
 CONFIG_HELP = "YAML config (default: the packaged default config)"
 BOOK_HELP = ("your own book in place of the config's accounts: a CSV (account,mode,asset,size,entry,collateral,"
              "margin; one row per position) or a JSON list of accounts (as book.accounts); relative to the working "
-             "directory; format and examples: docs/own-book.md, configs/book_example.csv / .json")
+             "directory; the same as book.accounts_file in a config, with the config's book.accounts, book.csv and "
+             "book.generate dropped; format and examples: docs/own-book.md, configs/book_example.csv / .json")
 SET_HELP = ("override a config value, e.g. --set mark.window_seconds=300 or --set assets.BTC.vol=0.7 (a list of "
             "named items takes a name or an index); repeatable, applied in order after --book")
 

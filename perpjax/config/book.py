@@ -1,5 +1,10 @@
-"""The book section: accounts listed in the config, read from a CSV, or generated; a user's own book file
-(CSV or JSON) put in place of the config's (``use_book``, the CLI's ``--book``)."""
+"""The book section: accounts listed in the config (``book.accounts``), read from a book file (CSV or JSON:
+``book.accounts_file``, or ``book.csv``, its CSV-only alias), or generated (``book.generate``); a user's own
+book file put in place of the config's book (``use_book``, the CLI's ``--book``).
+
+One reader for a book file (``read_book_file``, by its suffix: ``read_book_csv`` or ``read_book_json``) and one
+list of the accounts a resolved config names (``listed_accounts``): what the build and the ladder-cap check
+read, whether the file came from a config or from ``--book``."""
 
 from __future__ import annotations
 
@@ -56,15 +61,15 @@ def book_from_accounts(accounts, names, n_assets):
     return coll, size, entry, BookLabels(tuple(acct), tuple(mode), tuple(unit))
 
 
-def read_book_csv(path, names):
+def read_book_csv(path, names, key: str = "book.csv"):
     """CSV with columns account, mode, asset, size, entry, collateral (cross) / margin (isolated).
 
     One row per position; a cross account's collateral is on its first row, and repeated (the same value) or
     left empty on its other rows. ``mode`` is optional (default cross). Every fault is a
-    ``ConfigError`` naming the file and, for a bad value, its row (1-based line in the file, the
-    header is line 1) and column.
+    ``ConfigError`` naming ``key`` (where the file was named), the file and, for a bad value, its row (1-based
+    line in the file, the header is line 1) and column.
     """
-    where = f"book.csv: {path}"
+    where = f"{key}: {path}"
     df = read_csv(path, where, header="account,mode,asset,size,entry,collateral,margin", dtype=str,
                   keep_default_na=False)
     df.columns = [str(c).strip() for c in df.columns]
@@ -134,15 +139,16 @@ def read_book_csv(path, names):
     return list(accounts.values())
 
 
-def read_book_json(path, names=None) -> list[dict]:
+def read_book_json(path, names=None, key: str = "book") -> list[dict]:
     """Accounts from a JSON file: ``{"accounts": [...]}`` or a bare list of accounts, each as the config's
     ``book.accounts`` writes it: ``{"id", "mode": "cross" | "isolated", "collateral" (cross), "positions":
     [{"asset", "size", "entry", "margin" (isolated)}]}``.
 
-    Every fault is a ``ConfigError`` naming the file and the item (``accounts[2].positions[0].size``); with
-    ``names`` (the config's assets) an unknown asset and a missing collateral / margin are found here too.
+    Every fault is a ``ConfigError`` naming ``key`` (where the file was named), the file and the item
+    (``accounts[2].positions[0].size``); with ``names`` (the config's assets) an unknown asset and a missing
+    collateral / margin are found here too.
     """
-    where = f"book: {path}"
+    where = f"{key}: {path}"
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -165,20 +171,47 @@ def read_book_json(path, names=None) -> list[dict]:
     return accounts
 
 
+def read_book_file(path, names, key: str = "book.accounts_file") -> list[dict]:
+    """The accounts of a book file, by its suffix: ``.csv`` (``read_book_csv``) or ``.json``
+    (``read_book_json``); ``key`` names where the file was named (``book.accounts_file``, ``--book``) in every
+    error. The one reader of ``--book`` and ``book.accounts_file``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in BOOK_FORMATS:
+        raise ConfigError(f"{key}: {path}: expected a .csv or .json book (the format: docs/own-book.md)")
+    reader = read_book_csv if suffix == ".csv" else read_book_json
+    return reader(path, list(names), key)
+
+
+def listed_accounts(c: dict) -> list[dict]:
+    """Every account a resolved config ``c`` names: ``book.accounts``, then the accounts of its book file
+    (``book.accounts_file``, CSV or JSON, or its CSV-only alias ``book.csv``); not the generated ones."""
+    names = [a["name"] for a in c["assets"]]
+    b = c["book"]
+    accounts = list(b["accounts"])
+    if b["csv"] is not None:
+        accounts += read_book_csv(b["csv"], names)
+    if b["accounts_file"] is not None:
+        accounts += read_book_file(b["accounts_file"], names)
+    return accounts
+
+
 def use_book(cfg: dict, path) -> dict:
-    """``cfg`` with its book's accounts replaced by the file's (``--book FILE``): a CSV becomes ``book.csv``
-    (``read_book_csv``), a JSON file ``book.accounts`` (``read_book_json``); ``book.generate`` is dropped,
-    ``book.start_below_maintenance`` kept. ``path`` is relative to the working directory."""
+    """``cfg`` with its book's accounts replaced by the file's (``--book FILE``): ``book.accounts_file`` is the
+    file (absolute: ``path`` is relative to the working directory), and ``book.accounts``, ``book.csv`` and
+    ``book.generate`` are dropped; ``book.start_below_maintenance`` is kept. So ``--book FILE`` is the config
+    ``book: {accounts: [], accounts_file: FILE}`` (no ``csv``, no ``generate``): read at build time by the same
+    reader (``read_book_file``). The file is also read here, against the config's assets, so a bad book is
+    refused before anything else runs (``perpjax fit`` reads prices first), naming ``--book``."""
     p = Path(path)
-    if p.suffix.lower() not in BOOK_FORMATS:
-        raise ConfigError(f"--book: {path}: expected a .csv or .json book (the format: docs/own-book.md)")
-    book = cfg.get("book") if isinstance(cfg.get("book"), dict) else {}
-    book = {k: v for k, v in book.items() if k not in ("accounts", "csv", "generate")}
-    if p.suffix.lower() == ".csv":
-        book["csv"] = str(p.resolve())
+    assets = cfg.get("assets")
+    names = ([a["name"] for a in assets] if isinstance(assets, list) and all(
+        isinstance(a, dict) and isinstance(a.get("name"), str) for a in assets) else None)
+    if names is None:  # no asset names to check against (the config's own fault, reported by the schema)
+        if p.suffix.lower() not in BOOK_FORMATS:
+            raise ConfigError(f"--book: {path}: expected a .csv or .json book (the format: docs/own-book.md)")
     else:
-        assets = cfg.get("assets")
-        names = ([a["name"] for a in assets] if isinstance(assets, list) and all(
-            isinstance(a, dict) and isinstance(a.get("name"), str) for a in assets) else None)
-        book["accounts"] = read_book_json(p, names)
+        read_book_file(p, names, "--book")
+    book = cfg.get("book") if isinstance(cfg.get("book"), dict) else {}
+    book = {k: v for k, v in book.items() if k not in ("accounts", "csv", "accounts_file", "generate")}
+    book["accounts_file"] = str(p.resolve())
     return {**cfg, "book": book}

@@ -15,15 +15,16 @@ from ..liquidation import DepthModel, Liquidation
 from ..margin import Book, BookLabels, Ladder, generate_book
 from ..market import Basis, Funding, MarkPrice, Oracle
 from ..paths import PriceModel, TimeGrid
-from .book import book_from_accounts, read_book_csv
+from .book import book_from_accounts, listed_accounts
 from .convert import num_list, steps_of, wrapped
 from .events import build_stress
-from .load import resolve, resolve_calibration
+from .ladders import check_generated
+from .load import resolve_calibration, resolve_with_caps
 
 
 def build_model(cfg: dict):
     """Resolve a config dict and build (RiskModel, BookLabels, resolved config)."""
-    c = resolve(cfg)
+    c, caps = resolve_with_caps(cfg)
     try:
         local_devices(c["devices"])  # more devices than the process has: refused before any compute
     except ValueError as e:
@@ -103,20 +104,18 @@ def build_model(cfg: dict):
                           steps_of(grid, cb["window_seconds"], "guardrails.circuit_breaker.window_seconds"),
                           steps_of(grid, cb["halt_seconds"], "guardrails.circuit_breaker.halt_seconds"))
     b = c["book"]
-    accounts = list(b["accounts"])
-    if b["csv"] is not None:
-        accounts += read_book_csv(b["csv"], names)
-    coll, size, entry, labels = book_from_accounts(accounts, names, n)
+    coll, size, entry, labels = book_from_accounts(listed_accounts(c), names, n)
     if b["generate"] is not None:
         g = dict(b["generate"])
         gb, gl = wrapped("book.generate", generate_book, g.pop("n_accounts"), [a["price"] for a in assets], ladder,
                          seed=g.pop("seed"), dtype=dtype, **g)
+        check_generated(c, caps, gb, gl)  # the ladders' caps, as for the listed accounts (before any compute)
         coll += list(np.asarray(gb.collateral))
         size += list(np.asarray(gb.size))
         entry += list(np.asarray(gb.entry))
         labels = BookLabels(labels.account + gl.account, labels.mode + gl.mode, labels.unit + gl.unit)
     if not coll:
-        raise ConfigError("book: no accounts (give book.accounts, book.csv or book.generate)")
+        raise ConfigError("book: no accounts (give book.accounts, book.accounts_file or book.generate)")
     size = np.asarray(size, np.float64)
     fired = {}
     gr = c["guardrails"]

@@ -142,7 +142,8 @@ def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     if not where:
         return ConfigError(rule)
     # a cross-field rule names its fields itself ("min_mmr, max_mmr: ...")
-    return ConfigError(f"{where}.{rule}" if e["type"] in ("order", "divide", "fund_es") else f"{where}: {rule}")
+    named = e["type"] in ("order", "divide", "fund_es", "one_file", "csv_json")
+    return ConfigError(f"{where}.{rule}" if named else f"{where}: {rule}")
 
 
 def validate(model: type[BaseModel], data, prefix: str = ""):

@@ -1,7 +1,8 @@
 """The one rule for the files a config names: a relative path is relative to the file that names it.
 
-Paths a config can name (``FILE_KEYS``): ``book.csv``, ``innovations.residuals``, ``events.replay.csv``, a
-ladder's bracket file (``ladders.NAME: FILE.json[:SYMBOL]``, or ``ladders.NAME.source``) and ``extends``.
+Paths a config can name (``FILE_KEYS``): ``book.accounts_file`` (and its CSV alias ``book.csv``),
+``innovations.residuals``, ``events.replay.csv``, a ladder's bracket file (``ladders.NAME: FILE.json[:SYMBOL]``,
+or ``ladders.NAME.source``) and ``extends``.
 ``load_config`` makes each relative path absolute as it reads a file, against that file's folder, so in an
 ``extends`` chain a path is relative to the file where its key is written. Values that come from the
 command line (``--set``, ``--book``) and from a dict handed to the Python API are relative to the working
@@ -17,14 +18,14 @@ from pathlib import Path
 
 from ..venues import ladder_file
 
-FILE_KEYS = ("book.csv", "innovations.residuals", "events.replay.csv", "ladders.NAME", "ladders.NAME.source",
-             "extends")
+FILE_KEYS = ("book.accounts_file", "book.csv", "innovations.residuals", "events.replay.csv", "ladders.NAME",
+             "ladders.NAME.source", "extends")
 
 
 def _slots(raw: dict, extends: bool) -> list:
     """(mapping, key, is_ladder_source) of every file path ``raw`` names (``extends`` too if asked)."""
     out = []
-    for dotted in ("book.csv", "innovations.residuals", "events.replay.csv"):
+    for dotted in ("book.accounts_file", "book.csv", "innovations.residuals", "events.replay.csv"):
         *parents, last = dotted.split(".")
         node = raw
         for k in parents:

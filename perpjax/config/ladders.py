@@ -7,15 +7,18 @@ it, ``venues.read_brackets``), or the mapping ``{source: ..., extend_last_bracke
 last bracket has a cap (the file's last ``notionalCap``, the preset's ``max_notional``) covers notionals up
 to that cap only: a position above it is refused, naming the account, the asset, the notional and the cap,
 as ``perpjax margin`` refuses that notional, unless ``extend_last_bracket: true`` margins it at the last
-bracket's rates.
+bracket's rates. One rule (``check_caps``) for every account of the book: listed in the config, read from a
+book file or ``--book`` (checked in ``load.resolve``), or drawn by ``book.generate`` (``check_generated``,
+when the model is built, before any compute).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..venues import ladder_brackets
-from .book import read_book_csv
 from .fields import Bool, Section, Str, validate
 from .schema import ConfigError
 
@@ -52,18 +55,15 @@ def expand(ladders: dict) -> tuple[dict, dict]:
     return out, caps
 
 
-def check_caps(c: dict, caps: dict) -> None:
-    """Every listed position (``book.accounts`` and ``book.csv``) within its ladder's cap at the asset's start
-    price (``assets[].price``, where the first margin check marks it); ``c`` a resolved config. Raises a
-    ``ConfigError`` naming the ladder, the account, the notional and the cap. Not checked: a generated book
-    (``book.generate``: drawn when the model is built) and notionals that price moves carry above the cap
-    during a run (the engine's last tier has no cap)."""
+def check_caps(c: dict, caps: dict, accounts, *, generated: bool = False) -> None:
+    """Every position of ``accounts`` (``{"id", "positions": [{"asset", "size"}, ...]}``) within its ladder's
+    cap at the asset's start price (``assets[].price``, where the first margin check marks it); ``c`` a resolved
+    config, ``caps`` from ``expand``. Raises a ``ConfigError`` naming the ladder, the account, the notional and
+    the cap (``generated``: the accounts were drawn by ``book.generate``, and the message says so). Not checked:
+    notionals that price moves carry above the cap during a run (the engine's last tier has no cap)."""
     if not caps:
         return
     price = {a["name"]: float(a["price"]) for a in c["assets"]}
-    accounts = list(c["book"]["accounts"])
-    if c["book"]["csv"] is not None:
-        accounts += read_book_csv(c["book"]["csv"], list(price))
     for acc in accounts:
         for pos in acc["positions"]:
             name = pos["asset"]
@@ -72,9 +72,25 @@ def check_caps(c: dict, caps: dict) -> None:
             cap, source = caps[name]
             notional = abs(float(pos["size"])) * price[name]
             if notional > cap:
+                who = f"account {acc['id']!r}" + (" (drawn by book.generate)" if generated else "")
+                other = (", or draw smaller notionals (book.generate.notional_median, notional_sigma)"
+                         if generated else "")
                 raise ConfigError(
-                    f"ladders.{name}: account {acc['id']!r} holds {name} notional {notional:,.0f} USD (size "
+                    f"ladders.{name}: {who} holds {name} notional {notional:,.0f} USD (size "
                     f"{float(pos['size']):g} at the start price {price[name]:,.10g}), above the last bracket's cap "
                     f"{cap:,.0f} of {source}: the ladder does not cover it (as `perpjax margin` refuses it); "
                     f"write ladders.{name}: {{source: {source}, {EXTEND}: true}} to margin it at the last "
-                    "bracket's rates")
+                    f"bracket's rates{other}")
+
+
+def check_generated(c: dict, caps: dict, book, labels) -> None:
+    """``check_caps`` on a generated book (``margin.generate_book``'s ``Book`` and ``BookLabels``): each margin
+    unit, by its account id, with its nonzero positions."""
+    if not caps:
+        return
+    names = [a["name"] for a in c["assets"]]
+    size = np.asarray(book.size, np.float64)
+    accounts = [{"id": labels.account[u], "positions": [{"asset": names[k], "size": float(size[u, k])}
+                                                         for k in np.flatnonzero(size[u])]}
+                for u in range(size.shape[0])]
+    check_caps(c, caps, accounts, generated=True)

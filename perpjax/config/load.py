@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from . import files, ladders, schema
-from .book import use_book
+from .book import listed_accounts, use_book
 from .schema import ConfigError
 
 
@@ -155,8 +155,15 @@ def resolve(cfg: dict) -> dict:
     """Check the whole config against the schema (``schema.Config``) and fill defaults (no models built).
 
     Ladder sources (a preset ``"venue:SYMBOL"`` or a bracket file, ``ladders``) are expanded first, and the
-    listed book is checked against their caps; the result is plain data.
+    listed book (``book.listed_accounts``: the config's accounts and its book file) is checked against their
+    caps; the result is plain data.
     """
+    return resolve_with_caps(cfg)[0]
+
+
+def resolve_with_caps(cfg: dict) -> tuple[dict, dict]:
+    """(``resolve(cfg)``, the capped ladders ``{asset: (cap, source)}`` of ``ladders.expand``): the build checks
+    a generated book against the same caps (``ladders.check_generated``)."""
     if not isinstance(cfg, dict):
         raise ConfigError("config: top level must be a mapping")
     cfg, caps = dict(cfg), {}
@@ -172,8 +179,9 @@ def resolve(cfg: dict) -> dict:
     extra = sorted(set(c["ladders"]) - set(names))
     if extra:
         raise ConfigError(f"ladders.{extra[0]}: not an asset (assets: {', '.join(names)})")
-    ladders.check_caps(c, caps)
-    return c
+    if caps:
+        ladders.check_caps(c, caps, listed_accounts(c))
+    return c, caps
 
 
 def resolve_calibration(c: dict) -> dict:

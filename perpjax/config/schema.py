@@ -173,10 +173,25 @@ class Generate(Section):
 
 
 class Book(Section):
+    """The accounts listed (``accounts``), a book file's (``accounts_file``: CSV or JSON, what ``--book`` reads;
+    ``csv``: its alias for a CSV) and the generated ones (``generate``) add up."""
+
     accounts: list[Account] = []
-    csv: Str | None = None
+    accounts_file: Str | None = None
+    csv: Str | None = None  # the alias of accounts_file for a CSV book (a .json here is refused: not a CSV)
     generate: Generate | None = None
     start_below_maintenance: Bool = False  # allow units below maintenance at t = 0 (stress tests)
+
+    @model_validator(mode="after")
+    def _one_file(self):
+        if self.csv is not None and self.accounts_file is not None:
+            raise PydanticCustomError("one_file", "csv, accounts_file: one book file (book.csv is the alias of "
+                                                  "book.accounts_file for a CSV); write the other as null to drop "
+                                                  "one inherited through extends")
+        if self.csv is not None and self.csv.lower().endswith(".json"):
+            raise PydanticCustomError("csv_json", "csv: a JSON book is named by book.accounts_file (book.csv reads "
+                                                  "a CSV)")
+        return self
 
 
 class Cascade(Section):
