@@ -5,9 +5,11 @@
 with a message naming it (the lock dies with its process, so a killed run never leaves a stale one).
 
 ``ChunkStore``: each finished chunk of paths is one Parquet file ``OUT/paths/chunk-NNNNNN.parquet``
-(written atomically) holding the chunk's per-path values (one column per ``Outcome`` per-path field,
-named by ``engine.outputs.stored_name``: ``path_log_return__BTC`` for per-asset ones; and ``path``: the
-path index) and, in the file's metadata, the chunk's per-unit sums. ``OUT/paths/_run.json`` states
+(written atomically) holding the chunk's per-path values (named columns, and ``path``: the path index)
+and, in the file's metadata, the chunk's per-unit sums. The store knows columns by name only: which
+values a chunk holds and what their columns are called is the engine's (``engine.driver.stored_columns``:
+one column per ``Outcome`` per-path field, ``path_log_return__BTC`` for one asset of a per-asset one), so
+the store imports nothing from the engine and the driver imports the store. ``OUT/paths/_run.json`` states
 which run the chunks belong to (config hash, seed, paths, chunk size). The chunk files are the
 checkpoint, in the engine's fields: ``--resume`` skips the chunks present, and each chunk costs the
 same to write whatever the run's size. The per-path table users read (``perpjax.load(DIR).paths``) is
@@ -24,15 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError
-from .engine.outputs import stored_name
+from .errors import ConfigError
+from .errors import OutDirError as OutDirError  # defined in the leaf module; re-exported here
 
 RUN_FILE = "_run.json"  # "_": Parquet readers of the folder skip it
 RESULT_FILES = ("summary.json", "accounts.csv", "tiers.csv", "manifest.json", "compare.csv")
-
-
-class OutDirError(ConfigError):
-    """An output directory that cannot be used (exit 2: the message names it)."""
 
 
 class OutDir:
@@ -106,19 +104,20 @@ def check_disk_space(folder, n_paths: int, bytes_per_path: int) -> None:
                           "runs with different seeds in different directories")
 
 
-def _col_name(key: str, j: int | None, asset_names) -> str:
-    return stored_name(key, None if j is None else asset_names[j])
+def _names(columns) -> list[str]:
+    """A value's chunk-file columns: one name (a (paths,) value) or a list of them (a (paths, k) value)."""
+    return [columns] if isinstance(columns, str) else list(columns)
 
 
 class ChunkStore:
-    """The per-chunk result files of one run in ``folder`` (see the module doc)."""
+    """The per-chunk result files of one run in ``folder`` (see the module doc). ``asset_names``: the run's
+    assets, in order (the engine names a per-asset value's columns after them)."""
 
     def __init__(self, folder, *, config_sha: str, seed: int, paths: int, asset_names):
         self.folder = Path(folder)
         self.ident = {"config_sha256": config_sha, "seed": int(seed), "paths": int(paths)}
         self.asset_names = list(asset_names)
         self.chunk = None
-        self._shapes = {}
 
     # -- the run's identity and resume
 
@@ -169,21 +168,21 @@ class ChunkStore:
 
     # -- writing and reading
 
-    def write(self, start: int, n: int, sums: dict, per_path: dict) -> None:
-        """Store one chunk: ``per_path`` (key -> (n,) or (n, assets)) and the chunk's per-unit ``sums``."""
+    def write(self, start: int, n: int, sums: dict, columns: dict) -> None:
+        """Store one chunk: ``columns`` (column name -> (n,) array) and the chunk's per-unit ``sums``."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from .io import atomic_write_bytes
 
+        if "path" in columns:
+            raise ValueError("ChunkStore.write: 'path' is the store's own column (the path index)")
         cols = {"path": np.arange(start, start + n, dtype=np.int64)}
-        for k, v in per_path.items():
+        for name, v in columns.items():
             v = np.asarray(v)
-            if v.ndim == 1:
-                cols[k] = v
-            else:
-                for j in range(v.shape[1]):
-                    cols[_col_name(k, j, self.asset_names)] = v[:, j]
+            if v.shape != (n,):
+                raise ValueError(f"ChunkStore.write: column {name!r} has shape {v.shape}, not ({n},)")
+            cols[name] = v
         buf = io.BytesIO()
         np.savez(buf, **sums)
         table = pa.table(cols).replace_schema_metadata(
@@ -225,29 +224,30 @@ class ChunkStore:
                               "again with --resume")
         self.sums(start)
 
-    def chunks(self, shapes: dict):
-        """Per-path fields chunk by chunk in path order, one file read at a time (memory: one chunk):
-        yields dicts key -> (rows,) array (``shapes[key]`` None) or (rows, shapes[key]) array."""
+    def chunks(self, layout: dict):
+        """Per-path values chunk by chunk in path order, one file read at a time (memory: one chunk).
+        ``layout``: key -> a column name (the value is that (rows,) column) or a list of names (the value
+        is those columns side by side, (rows, len)); yields dicts key -> value."""
         import pyarrow.parquet as pq
 
-        names = {k: [k] if n is None else [_col_name(k, j, self.asset_names) for j in range(n)]
-                 for k, n in shapes.items()}
+        names = {k: _names(c) for k, c in layout.items()}
         for f in self._files():
             try:
                 t = pq.read_table(f, columns=[c for cs in names.values() for c in cs])
             except Exception as e:  # noqa: BLE001
                 raise ConfigError(f"checkpoint: {f} is corrupted ({type(e).__name__}: {e})") from None
-            yield {k: t.column(cs[0]).to_numpy() if shapes[k] is None
+            yield {k: t.column(cs[0]).to_numpy() if isinstance(layout[k], str)
                    else np.column_stack([t.column(c).to_numpy() for c in cs]) for k, cs in names.items()}
             del t
 
-    def column(self, key: str, n_cols: int | None = None) -> np.ndarray:
-        """A per-path field over all stored chunks, in path order: (paths,) or (paths, assets); read into
-        one preallocated array (memory: the column, once). The run's summary does not use it: it
-        streams the chunks (``chunks``, ``metrics.PathTable``)."""
+    def column(self, columns) -> np.ndarray:
+        """A per-path value over all stored chunks, in path order: ``columns`` one name, (paths,), or a
+        list of names, (paths, len); read into one preallocated array (memory: the value, once). The
+        run's summary does not use it: it streams the chunks (``chunks``, ``metrics.PathTable``)."""
         import pyarrow.parquet as pq
 
-        names = [key] if n_cols is None else [_col_name(key, j, self.asset_names) for j in range(n_cols)]
+        names = _names(columns)
+        n_cols = None if isinstance(columns, str) else len(names)
         files = self._files()
         out, row = None, 0
         for f in files:
@@ -275,17 +275,18 @@ class ChunkStore:
 
 class StoredOutcome:
     """An ``engine.Outcome`` whose per-path fields are read from a ``ChunkStore`` when asked for (one
-    field at a time: memory is one column, not the whole per-path table)."""
+    field at a time: memory is one column, not the whole per-path table). ``layout``: per-path field ->
+    its column or columns in the store (``ChunkStore.chunks``)."""
 
-    def __init__(self, store: ChunkStore, fields: dict, path_shapes: dict):
+    def __init__(self, store: ChunkStore, fields: dict, layout: dict):
         self._store = store
-        self._shapes = path_shapes  # key -> None (paths,) or n (paths, n)
+        self._layout = dict(layout)
         self.__dict__.update(fields)
 
     def __getattr__(self, name):
-        shapes = self.__dict__.get("_shapes", {})
-        if name in shapes:
-            return self._store.column(name, shapes[name])
+        layout = self.__dict__.get("_layout", {})
+        if name in layout:
+            return self._store.column(layout[name])
         raise AttributeError(name)
 
     @property
@@ -300,7 +301,4 @@ class StoredOutcome:
 
     def read_chunks(self, keys):
         """The per-path fields ``keys``, one chunk file at a time (``ChunkStore.chunks``)."""
-        return self._store.chunks({k: self._shapes[k] for k in keys})
-
-    def _fields_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return self._store.chunks({k: self._layout[k] for k in keys})

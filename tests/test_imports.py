@@ -10,9 +10,10 @@
    Importing ``a.b.c`` also runs ``a.b``'s ``__init__``, so it is an edge to ``a.b`` unless the importer
    lives inside ``a.b`` (it is then already running). A package's own re-exports (``from .x import f``
    in ``__init__``) are edges from the package.
-   The same graph with the imports inside functions added must have no cycle either, except through the
-   deferred imports listed in ``DEFERRED`` with their reason: moving an import into a function hides a cycle
-   from the module-level rule without removing it (all the cycles issue 21 named were hidden that way).
+   The same graph with the imports inside functions added must have no cycle either, with no exception:
+   moving an import into a function hides a cycle from the module-level rule without removing it (all the
+   cycles issue 21 named were hidden that way; the last, driver -> store -> engine, ended when the store
+   stopped importing the engine).
 
 2. No file imports a private name across files: ``from m import _x`` (a single leading underscore; dunders
    such as ``__version__`` are public) is refused wherever it appears, function bodies included, in
@@ -22,6 +23,13 @@
    Private modules follow the Equinox rule: ``_x.py`` may be imported only by its own package's
    ``__init__.py`` (``from ._x import f as f``, a re-export). Anything a second module needs is a public
    interface and gets a public module (the models' shared checks live in ``perpjax/checks.py``).
+
+3. No file reads a private attribute of a first-party module it imported: ``M._x`` where ``M`` is bound by
+   ``import perpjax.m as M`` / ``from perpjax.s import m as M`` (relative imports too; ``M.sub._x`` through
+   a submodule), nor ``getattr(M, "_x")`` / ``monkeypatch.setattr(M, "_x", ...)`` with the name spelled out.
+   Only names bound to modules count (attributes of objects, ``self._x``, are a class's own business), so
+   the rule has no false positives from objects; a name bound to a module anywhere in a file is taken as
+   that module throughout the file.
 """
 
 from __future__ import annotations
@@ -32,11 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "perpjax"
 SCANNED = ("perpjax", "tests", "benchmarks", "scripts")
-DEFERRED = {
-    # the chunk store is the engine's output written to disk: store imports engine.outputs, and the driver
-    # opens a store only for runs with --out
-    ("perpjax.engine.driver", "perpjax.store"),
-}
+ATTRIBUTE_CALLS = ("getattr", "setattr", "hasattr", "delattr")  # builtins, and monkeypatch's setattr / delattr
 
 
 def module_name(path: Path) -> str:
@@ -223,6 +227,69 @@ def private_imports() -> list[str]:
     return sorted(set(found))
 
 
+def scanned_files() -> dict[str, Path]:
+    """Every first-party module (perpjax, tests, benchmarks, scripts) by its dotted name."""
+    return {module_name(p): p for folder in SCANNED for p in sorted((ROOT / folder).rglob("*.py"))}
+
+
+def module_aliases(tree: ast.Module, name: str, package: bool, files) -> dict[str, str]:
+    """Local name -> first-party module, for every import in the file that binds a module (anywhere in it)."""
+    alias: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in files:
+                    alias[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(name, package, node)
+            for a in node.names:
+                if f"{base}.{a.name}" in files:
+                    alias[a.asname or a.name] = f"{base}.{a.name}"
+    return alias
+
+
+def private_attributes(source: str, name: str, package: bool, files) -> list[tuple[int, str]]:
+    """(line, ``module._name``) for every private attribute of an imported first-party module the source
+    reads: ``M._x``, ``M.sub._x``, ``getattr(M, "_x")``, ``monkeypatch.setattr(M, "_x", v)``."""
+    tree = ast.parse(source)
+    alias = module_aliases(tree, name, package, files)
+
+    def module_of(e: ast.expr) -> str | None:
+        if isinstance(e, ast.Name):
+            return alias.get(e.id)
+        if isinstance(e, ast.Attribute):
+            m = module_of(e.value)
+            return f"{m}.{e.attr}" if m and f"{m}.{e.attr}" in files else None
+        return None
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            m = module_of(node.value)
+            if m:
+                found.append((node.lineno, f"{m}.{node.attr}"))
+        elif isinstance(node, ast.Call) and len(node.args) >= 2:
+            f = node.func
+            called = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            what = node.args[1]
+            if (called in ATTRIBUTE_CALLS and isinstance(what, ast.Constant) and isinstance(what.value, str)
+                    and private(what.value)):
+                m = module_of(node.args[0])
+                if m:
+                    found.append((node.lineno, f"{m}.{what.value}"))
+    return sorted(found)
+
+
+def private_attribute_reads() -> list[str]:
+    files = scanned_files()
+    found = []
+    for name, path in files.items():
+        where = path.relative_to(ROOT)
+        found += [f"{where}:{line}: reads the private attribute {what}"
+                  for line, what in private_attributes(path.read_text(), name, is_package(path), files)]
+    return sorted(found)
+
+
 def test_graph_sees_the_package():
     graph = import_graph()
     assert "perpjax.engine.driver" in graph and "perpjax.config" in graph
@@ -241,17 +308,64 @@ def test_no_import_cycle():
     assert not cycles, "import cycles at module level:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
-def test_deferred_imports_close_no_unknown_cycle():
+def test_function_level_imports_count_for_cycles():
+    """The deferred graph sees an import inside a function: driver imports the store at module level and
+    nothing under ``store`` is deferred, while ``cli.simulate`` imports ``api`` only inside functions."""
+    assert "perpjax.api" not in import_graph()["perpjax.cli.simulate"]
+    assert "perpjax.api" in import_graph(deferred=True)["perpjax.cli.simulate"]
+    tree = ast.parse("import a\ndef f():\n    import b\nif TYPE_CHECKING:\n    import c\n")
+    assert [n.names[0].name for n in load_time_imports(tree)] == ["a"]
+    assert [n.names[0].name for n in load_time_imports(tree, deferred=True)] == ["a", "b"]
+
+
+def test_no_import_cycle_through_imports_inside_functions():
     """An import moved into a function to dodge a cycle hides the cycle from the test above; the module-level
     rule alone passed before the cycles of issue 21 were fixed. Counting imports in function bodies too,
-    the only cycles left must go through one of these known deferred imports."""
-    graph = import_graph(deferred=True)
-    for importer, target in DEFERRED:
-        graph[importer].discard(target)
-    cycles = find_cycles(graph)
+    there is no cycle at all."""
+    cycles = find_cycles(import_graph(deferred=True))
     assert not cycles, "import cycles through imports inside functions:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+LEAVES = ("perpjax.errors", "perpjax.version", "perpjax.datadir", "perpjax.checks")
+
+
+def test_leaf_modules_import_nothing_from_perpjax():
+    """What many modules need (the exceptions, the version, the data's location, the models' checks) lives in
+    modules that import nothing from perpjax, not even inside functions; the chunk store imports no engine."""
+    graph = import_graph(deferred=True)
+    assert {leaf: graph[leaf] for leaf in LEAVES} == dict.fromkeys(LEAVES, set())
+    assert not any(m.startswith("perpjax.engine") or m == "perpjax.config" for m in graph["perpjax.store"])
 
 
 def test_no_private_import_across_files():
     found = private_imports()
     assert not found, "private names imported across files:\n" + "\n".join(found)
+
+
+def test_private_attribute_finder():
+    """What the attribute rule catches and what it leaves alone, on a made-up file in ``tests``."""
+    files = {"perpjax", "perpjax.sensitivities", "perpjax.sensitivities.pathwise", "perpjax.random", "tests.t"}
+    src = "\n".join([
+        "import perpjax",
+        "from perpjax import sensitivities as S",
+        "from perpjax.sensitivities import pathwise as PW",
+        "import jax",
+        "def f(monkeypatch, obj):",
+        "    from perpjax import random as R",
+        "    PW._chunk(1)",  # 7: a private function of a module
+        "    S.pathwise._hidden",  # 8: through a submodule
+        "    perpjax.random._key",  # 9: through the package
+        "    getattr(R, '_words')",  # 10: spelled out
+        "    monkeypatch.setattr(PW, '_x', 1)",  # 11
+        "    PW.path_grads, R.__name__, obj._private, jax._src, S.PARAMS._x",  # public, dunder, object, other
+        "    getattr(R, 'seed_key'), getattr(obj, '_y')",
+    ])
+    found = private_attributes(src, "tests.t", False, files)
+    assert found == [(7, "perpjax.sensitivities.pathwise._chunk"), (8, "perpjax.sensitivities.pathwise._hidden"),
+                     (9, "perpjax.random._key"), (10, "perpjax.random._words"),
+                     (11, "perpjax.sensitivities.pathwise._x")]
+
+
+def test_no_private_attribute_of_another_module():
+    found = private_attribute_reads()
+    assert not found, "private attributes of other modules read:\n" + "\n".join(found)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from perpjax.cli import main
+from perpjax.metrics import MIN_TAIL_PATHS
 
 SHORT = ["--set", "time.horizon_seconds=3600", "--set", "chunk_size=100"]
 OVER = ["time.horizon_seconds=3600", "chunk_size=100"]
@@ -166,6 +167,19 @@ def test_out_dir_locked_by_another_run_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{tmp_path} is in use by another perpjax run (pid {os.getpid()})" in err, err
     assert main(_cli(tmp_path, paths=64)) == 0  # released
+
+
+def test_out_dir_and_run_dir_errors_are_the_leaf_modules_classes():
+    """One class each, defined in perpjax/errors.py and re-exported where callers found them: what the store
+    raises is what the CLI catches as a ConfigError (exit 2), and report.NotARunError is a ValueError."""
+    import importlib
+
+    from perpjax import errors, report, store
+
+    load = importlib.import_module("perpjax.report.load")  # the module (perpjax.report.load is the function)
+    assert store.OutDirError is errors.OutDirError and issubclass(errors.OutDirError, errors.ConfigError)
+    assert report.NotARunError is load.NotARunError is errors.NotARunError
+    assert issubclass(errors.NotARunError, ValueError) and not issubclass(errors.NotARunError, errors.ConfigError)
 
 
 def test_out_that_is_a_file_or_under_a_file(tmp_path, capsys):
@@ -333,6 +347,22 @@ def test_printed_table_and_tiers_are_labelled(tmp_path, capsys):
     np.testing.assert_allclose(tiers.set_index("tier")["expected_loss_sum_over_units"], by_sum)
 
 
+def test_an_se_on_too_few_tail_paths_is_n_a_with_the_count(tmp_path, capsys):
+    """300 paths leave fewer than ``MIN_TAIL_PATHS`` losses beyond the 99.9 % VaR: the printed ES 99.9 % has
+    "± n/a (k paths beyond)", the count summary.json gives, and no SE anywhere prints as an exact zero."""
+    assert main(_cli(tmp_path)) == 0
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "summary.json").read_text())
+    k = s["bad_debt_paths_beyond_99_9"]
+    assert k < MIN_TAIL_PATHS and s["bad_debt_es_99_9_se"] is None
+    (line,) = [ln for ln in out.splitlines() if "bad debt ES 99.9%" in ln]
+    assert f"± n/a ({k} path{'' if k == 1 else 's'} beyond)" in line
+    assert not re.search(r"± 0\.0+(?![\d])", out)  # "± 0.00" / "± 0.0000": an SE of 0 says nothing
+    assert f"fewer than {MIN_TAIL_PATHS} paths" in out  # the footnote says what n/a means
+    shown = [ln for ln in out.splitlines() if "±" in ln and not ln.lstrip().startswith("(")]
+    assert shown and all("± n/a (" in ln or re.search(r"± \d", ln) for ln in shown)  # every ±: an SE or why not
+
+
 def test_fmt_never_prints_negative_zero():
     from perpjax.cli.simulate import fmt
 
@@ -349,11 +379,34 @@ def test_compare_modes_with_standard_errors_and_paired_differences(tmp_path, cap
     table = pd.read_csv(tmp_path / "compare.csv", index_col=0)
     for c in ("full", "full_se", "fraction", "fraction_se", "fraction_minus_full", "fraction_minus_full_se"):
         assert c in table.columns
-    # Same random paths: the first liquidation happens on the same paths whatever the path taken,
-    # so the paired difference and its SE are exactly zero.
+    # Same random paths: the first liquidation happens on the same paths whatever the path taken, so the
+    # paired difference is exactly zero; its SE would rest on the 0 paths that differ: not estimated.
     assert table.loc["p_any_liquidation", "fraction_minus_full"] == 0.0
-    assert table.loc["p_any_liquidation", "fraction_minus_full_se"] == 0.0
-    assert table.loc["bad_debt_mean", "full_se"] >= 0
+    assert np.isnan(table.loc["p_any_liquidation", "fraction_minus_full_se"])
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("p_any_liquidation")]
+    assert f"0 ± n/a (fewer than {MIN_TAIL_PATHS} paths differ)" in line
+    assert not re.search(r"± 0(\.0+)?(?![\d.])", out)
     for m in ("full", "fraction"):
         assert (tmp_path / m / "summary.json").exists() and (tmp_path / m / "paths" / "_run.json").exists()
     assert main([*args, "--resume"]) == 0  # each mode resumes from its own chunks
+
+
+def test_compare_modes_and_sweep_give_the_same_standard_errors(tmp_path, capsys):
+    """--compare-modes full,fraction and a sweep over liquidation.mode = full, fraction (fairness on in both,
+    as compare-modes sets it) on the same paths: every metric both tabulate has the same value, SE and
+    paired-difference SE, n/a (NaN) in the same places: one rule for SEs on too few paths."""
+    over = [*SHORT, "--set", "liquidation.fairness=true", "--paths", "300", "--seed", "5", "--no-progress"]
+    assert main(["simulate", "--out", str(tmp_path / "cmp"), "--compare-modes", "full,fraction", *over]) == 0
+    assert main(["sweep", "--out", str(tmp_path / "sw"), "--grid", "liquidation.mode=full,fraction", *over]) == 0
+    capsys.readouterr()
+    cmp = pd.read_csv(tmp_path / "cmp" / "compare.csv", index_col=0)
+    sw = pd.read_csv(tmp_path / "sw" / "sweep.csv").set_index(["set", "metric"])
+    shared = [k for k in cmp.index if (0, k) in sw.index]
+    assert len(shared) >= 10
+    for k in shared:
+        for col, want in (("full", sw.loc[(0, k), "value"]), ("full_se", sw.loc[(0, k), "se"]),
+                          ("fraction", sw.loc[(1, k), "value"]), ("fraction_se", sw.loc[(1, k), "se"]),
+                          ("fraction_minus_full_se", sw.loc[(1, k), "diff_se"])):
+            np.testing.assert_allclose(cmp.loc[k, col], want, rtol=1e-9, atol=0, equal_nan=True, err_msg=f"{k} {col}")
+    se = cmp.loc[shared, ["full_se", "fraction_minus_full_se"]].to_numpy(float)
+    assert np.isnan(se).any() and np.isfinite(se).any()  # both kinds of SE are compared

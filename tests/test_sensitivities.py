@@ -128,6 +128,37 @@ def test_no_verdict_between_two_estimates_below_resolution():
     assert one_sided["note"] == FEW_PATHS.format(k=3)
 
 
+def test_printed_table_says_n_a_and_why_for_an_se_not_estimated():
+    """A finite difference moved by 3 paths has no SE: the printed table says "n/a (3 paths move it)", never
+    "± nan"; a resolved row keeps both SEs; a finite-difference-only row prints its gradient as n/a."""
+    import pandas as pd
+
+    from perpjax.cli.sensitivities import format_table
+
+    rng = np.random.default_rng(1)
+    few = np.zeros(500)
+    few[:3] = 1.0
+    rows = [{"parameter": "vol", "metric": "p_any_liquidation", "unit": "probability per +1 %",
+             **compare(rng.normal(1e-3, 1e-3, 500), few, scale=0.0), "method": "pathwise", "value": 0.1},
+            {"parameter": "mmr", "metric": "bad_debt_mean", "unit": "USD per +1 %",
+             **compare(rng.normal(1e-3, 1e-3, 500), rng.normal(1e-3, 1e-3, 500), scale=0.0), "method": "pathwise",
+             "value": 1.0},
+            {"parameter": "fee", "metric": "bad_debt_mean", "unit": "USD per +1 %", **compare(None, few),
+             "method": "finite-difference", "value": 1.0}]
+    table = pd.DataFrame(rows, columns=S.COLUMNS)
+    assert list(table.fd_paths) == [3, 500, 3] and math.isnan(table.fd_se[0])
+    extra = {"paths": 500, "seed": 1, "temperature": 3e-4, "ad_mode": "forward", "z_agree": 3.0,
+             "parameters": ["vol", "mmr", "fee"], "cost": {}}
+    text = format_table(table, extra)
+    assert "nan" not in text.lower().replace("n/a", "")
+    lines = {ln.split()[1]: ln for ln in text.splitlines()[2:]}  # metric, parameter, ...
+    vol, mmr, fee = lines["vol"], lines["mmr"], lines["fee"]
+    assert "± n/a (3 paths move it)" in vol and vol.count("± n/a") == 1  # the pathwise SE is given
+    assert "n/a" not in mmr and mmr.count("±") == 2
+    assert "± n/a (3 paths move it)" in fee and " n/a " in fee.split("±")[0]  # no pathwise gradient
+    assert f"fewer than {MIN_TAIL_PATHS} paths" in text
+
+
 @pytest.mark.parametrize("liq", [{}, {"mode": "fraction", "fraction": 0.3}, {"mode": "buffer"}, {"mode": "tier_step"},
                                  {"check_every_seconds": 900.0}], ids=["full", "fraction", "buffer", "tier_step",
                                                                         "checks_every_3_steps"])
@@ -148,15 +179,15 @@ def test_sparse_relaxed_engine_gives_the_dense_engines_values_and_jacobian(liq):
     base = S.params.base_of(resolved)
     theta = {n: jnp.zeros((), model.dtype) for n in names}
     key, start = R.seed_key(3), jnp.asarray(0, jnp.uint32)
-    y0, j0 = PW._chunk_forward_mode(model, base, key, start, theta, 128, 3e-4, 0.0)
+    y0, j0 = PW.chunk_forward(model, base, key, start, theta, 128, 3e-4, 0.0)
     assert float(np.max(np.abs(y0[:, 2]))) > 0.5  # units liquidate: the comparison has something to compare
-    y, j = PW._chunk_forward_mode(model, base, key, start, theta, 128, 3e-4, (1 / 64, 1 / 8))
+    y, j = PW.chunk_forward(model, base, key, start, theta, 128, 3e-4, (1 / 64, 1 / 8))
     assert np.max(np.abs(y - y0)) <= 1e-6 * np.max(np.abs(y0))
     assert np.any(y != y0)  # steps were skipped (the sparse branch ran)
     for n in names:
         assert np.max(np.abs(j[n] - j0[n])) <= 1e-6 * np.max(np.abs(j0[n])), n
     if liq.get("mode", "full") in ("full", "fraction") and "check_every_seconds" not in liq:
-        yr, jr = PW._chunk_reverse(model, base, key, start, theta, 128, 3e-4, 16)
+        yr, jr = PW.chunk_reverse(model, base, key, start, theta, 128, 3e-4, 16)
         assert np.max(np.abs(yr - y0)) <= 1e-12 * np.max(np.abs(y0))
         for n in names:
             assert np.max(np.abs(jr[n] - j0[n])) <= 1e-9 * np.max(np.abs(j0[n])), n
@@ -173,7 +204,7 @@ def test_forward_mode_columns_do_not_depend_on_which_parameters_are_asked():
     key, start = R.seed_key(3), jnp.asarray(0, jnp.uint32)
 
     def run(names):
-        return PW._chunk_forward_mode(model, base, key, start, {n: jnp.zeros((), model.dtype) for n in names}, 32,
+        return PW.chunk_forward(model, base, key, start, {n: jnp.zeros((), model.dtype) for n in names}, 32,
                                       3e-4, PW.SPARSE)
 
     y_all, j_all = run(tuple(S.PARAMS))

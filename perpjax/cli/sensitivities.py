@@ -76,22 +76,45 @@ def _quiet(msg: str) -> None:
     """--no-progress: the stage lines are dropped."""
 
 
-def format_table(table, extra: dict) -> str:
-    """The printed table: gradient +- SE beside FD +- SE, z and the flag, per (metric, parameter)."""
+def _pm(v, e, why: str | None) -> str:
+    """``v ± e``; ``v ± n/a (why)`` where the SE is not estimated (NaN); ``n/a`` without a value."""
     import math
 
-    def pm(v, e):
-        return "n/a" if not math.isfinite(v) else f"{v:.4g} ± {e:.2g}"
+    if not math.isfinite(v):
+        return "n/a"
+    if math.isfinite(e):
+        return f"{v:.4g} ± {e:.2g}"
+    return f"{v:.4g} ± n/a ({why})" if why else f"{v:.4g} ± n/a"
 
-    shown = table.assign(pathwise=[pm(v, e) for v, e in zip(table.gradient, table.gradient_se, strict=True)],
-                         finite_difference=[pm(v, e) for v, e in zip(table.fd, table.fd_se, strict=True)],
+
+def _moved(k) -> str | None:
+    """Why a finite difference has no SE: the paths whose value changes between the bumps (``fd_paths``)."""
+    if k is None or k != k:
+        return None
+    k = int(k)
+    return f"{k:,} path{'' if k == 1 else 's'} move it"
+
+
+def format_table(table, extra: dict) -> str:
+    """The printed table: gradient +- SE beside FD +- SE, z and the flag, per (metric, parameter). An SE that
+    is not estimated is "n/a" with the reason: a finite difference moved by fewer than ``MIN_TAIL_PATHS``
+    paths gives their count (``fd_paths``); a gradient over one path, "1 path"."""
+    import math
+
+    from ..metrics import MIN_TAIL_PATHS
+
+    moved = table["fd_paths"] if "fd_paths" in table else [None] * len(table)
+    few = "1 path" if extra.get("paths") == 1 else None
+    shown = table.assign(pathwise=[_pm(v, e, few) for v, e in zip(table.gradient, table.gradient_se, strict=True)],
+                         finite_difference=[_pm(v, e, _moved(k)) for v, e, k in
+                                            zip(table.fd, table.fd_se, moved, strict=True)],
                          z=[f"{z:+.2f}" if math.isfinite(z) else ("n/a" if z != z else str(z)) for z in table.z],
                          flag=["" if a == "" else ("ok" if a else "DISAGREE") for a in table.agree])
     cols = ["metric", "parameter", "unit", "pathwise", "finite_difference", "z", "flag", "method"]
     c = extra["cost"]
     head = (f"sensitivities on {extra['paths']:,} paths (seed {extra['seed']}), temperature {extra['temperature']:g}, "
-            f"{extra['ad_mode']} mode; ± = one standard error; z = (pathwise - FD) / combined SE; "
-            f"flag: |z| <= {extra['z_agree']:g}")
+            f"{extra['ad_mode']} mode; ± = one standard error (± n/a: not estimated, fewer than {MIN_TAIL_PATHS} "
+            f"paths move it); z = (pathwise - FD) / combined SE; flag: |z| <= {extra['z_agree']:g}")
     tail = ""
     if "ratio_vs_hard_forward" in c:
         tail = (f"\ncost: pathwise gradients for all {len(extra['parameters'])} parameters = "

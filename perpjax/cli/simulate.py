@@ -3,10 +3,12 @@ written to the out dir."""
 
 from __future__ import annotations
 
+import math
 import sys
 
-import numpy as np
-
+from ..metrics import MIN_TAIL_PATHS, missing_se
+from ..report.format import pm_suffix
+from ..sweep.table import METRICS, diff_se, set_se
 from .common import add_config_args, load
 from .report import html_report
 
@@ -188,15 +190,14 @@ def summary_table(summary: dict, accounts) -> str:
     for k, label, unit in SUMMARY_ROWS:
         if k not in s:
             continue
-        txt = fmt(s[k], unit)
-        se = summary.get(f"{k}_se")
-        if se is not None:
-            txt += f" ± {fmt(se, unit)}"
+        txt = fmt(s[k], unit) + pm_suffix(summary, k, lambda e, unit=unit: fmt(e, unit))
         rows.append((label, txt, unit))
     w = max(len(r[0]) for r in rows)
     wv = max(len(r[1]) for r in rows)
     lines = ["venue", "-----"] + [f"  {lab:<{w}}  {txt:>{wv}}  {unit}" for lab, txt, unit in rows]
-    lines.append("  (± = one Monte Carlo standard error; VaR/ES: quantile / expected shortfall over paths)")
+    lines.append(f"  (± = one Monte Carlo standard error; ± n/a: not estimated, fewer than {MIN_TAIL_PATHS} paths "
+                 "carry it (beyond the VaR, or with / without the event); VaR/ES: quantile / expected shortfall "
+                 "over paths)")
     cols = [("unit", "unit", None), ("mode", "mode", None), ("p_liquidation", "P(liq)", "probability"),
             ("p_liquidation_lo95", "P lo95", "probability"), ("p_liquidation_hi95", "P hi95", "probability"),
             ("mean_hours_to_liquidation", "hours to liq", "hours"),
@@ -211,59 +212,36 @@ def summary_table(summary: dict, accounts) -> str:
     return "\n".join(lines)
 
 
-# Compared metric -> (kind, per-path value): kind "mean" (mean of the value), "es" (expected shortfall at
-# the level), "q" (quantile at the level), None (a ratio of sums: no per-path value, no SE).
-def _liq_any(o):
-    return (o.path_n_liquidations > 0).astype(np.float64)
+def _path(field):
+    return lambda o: getattr(o, field)
 
 
+# Compared metric -> (kind, per-path value), as ``sweep.table.METRICS`` (whose entries it reuses): kind "mean"
+# (mean of the value), ("var", a) (quantile at a), ("es", a) (expected shortfall at a), None (a ratio of sums:
+# no per-path value, no SE).
 COMPARE = {
-    "p_any_liquidation": ("mean", _liq_any),
-    "liquidation_events_mean": ("mean", lambda o: o.path_liq_events),
-    "liquidated_notional_mean": ("mean", lambda o: o.path_liq_notional),
-    "liquidated_notional_p99": (("q", 0.99), lambda o: o.path_liq_notional),
-    "over_liquidated_notional_mean": ("mean", lambda o: o.path_over_notional),
-    "excess_liquidation_cost_mean": ("mean", lambda o: o.path_excess_cost),
+    "p_any_liquidation": METRICS["p_any_liquidation"],
+    "liquidation_events_mean": METRICS["liquidation_events_mean"],
+    "liquidated_notional_mean": METRICS["liquidated_notional_mean"],
+    "liquidated_notional_p99": (("var", 0.99), METRICS["liquidated_notional_mean"][1]),
+    "over_liquidated_notional_mean": ("mean", _path("path_over_notional")),
+    "excess_liquidation_cost_mean": ("mean", _path("path_excess_cost")),
     "mark_lag_artefact_share": (None, None),
-    "slippage_mean": ("mean", lambda o: o.path_slippage),
-    "fees_mean": ("mean", lambda o: o.path_fees),
-    "backstop_pnl_mean": ("mean", lambda o: o.path_backstop_pnl),
-    "bad_debt_mean": ("mean", lambda o: o.path_bad_debt),
-    "bad_debt_es_99": (("es", 0.99), lambda o: o.path_bad_debt),
-    "insurance_fund_drawdown_es_99": (("es", 0.99), lambda o: -np.minimum(o.path_fund_min, 0.0)),
-    "p_insurance_fund_depleted": ("mean", lambda o: ((o.path_adl + o.path_uncovered) > 0).astype(np.float64)),
-    "p_adl": ("mean", lambda o: (o.path_adl > 0).astype(np.float64)),
-    "adl_mean": ("mean", lambda o: o.path_adl),
-    "uncovered_bad_debt_mean": ("mean", lambda o: o.path_uncovered),
-    "trader_loss_mean": ("mean", lambda o: o.path_trader_loss),
-    "trader_loss_es_99": (("es", 0.99), lambda o: o.path_trader_loss),
+    "slippage_mean": ("mean", _path("path_slippage")),
+    "fees_mean": ("mean", _path("path_fees")),
+    "backstop_pnl_mean": ("mean", _path("path_backstop_pnl")),
+    **{k: METRICS[k] for k in ("bad_debt_mean", "bad_debt_es_99", "insurance_fund_drawdown_es_99",
+                               "p_insurance_fund_depleted", "p_adl", "adl_mean", "uncovered_bad_debt_mean",
+                               "trader_loss_mean", "trader_loss_es_99")},
 }
 COMPARE_KEYS = list(COMPARE)
-BATCHES = 20
-
-
-def _influence(kind, x):
-    """Per-path values whose mean is the metric (to first order): SEs and paired differences from them."""
-    if kind == "mean":
-        return np.asarray(x, np.float64)
-    _, a = kind
-    var = float(np.quantile(x, a, method="inverted_cdf"))
-    return var + np.maximum(np.asarray(x, np.float64) - var, 0.0) / (1 - a)
-
-
-def _batch_values(kind, x, batches=BATCHES):
-    _, a = kind
-    return np.array([np.quantile(b, a) for b in np.array_split(np.asarray(x, np.float64), batches)])
-
-
-def _se(v):
-    v = np.asarray(v, np.float64)
-    return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
 def compare_table(outcomes: dict, summaries: dict):
     """Rows: metrics; columns: each mode's value and SE, and each later mode's difference from the first
-    with its SE on common random numbers (paired per-path differences; quantiles: batch means)."""
+    with its SE on common random numbers. The SEs are the sweep's (``sweep.table``: ``set_se``, summarize's
+    own where it gives one; ``diff_se``, paired per-path differences, batch VaRs), NaN where they would rest
+    on fewer than ``MIN_TAIL_PATHS`` paths; NaN too for a ratio of sums (no per-path value)."""
     import pandas as pd
 
     modes = list(outcomes)
@@ -272,23 +250,30 @@ def compare_table(outcomes: dict, summaries: dict):
     for key, (kind, value) in COMPARE.items():
         row = {}
         xs = {m: (value(outcomes[m]) if value is not None else None) for m in modes}
-        infl = {}
         for m in modes:
             row[m] = summaries[m].get(key)
-            if kind is None:
-                row[f"{m}_se"] = float("nan")
-            elif kind == "mean" or kind[0] == "es":
-                infl[m] = _influence(kind, xs[m])
-                row[f"{m}_se"] = _se(infl[m])
-            else:
-                infl[m] = _batch_values(kind, xs[m])
-                row[f"{m}_se"] = _se(infl[m])
+            row[f"{m}_se"] = float("nan") if kind is None else set_se(summaries[m], key, kind, xs[m])
         for m in modes[1:]:
             a, b = row[m], row[first]
             row[f"{m}_minus_{first}"] = (a - b) if a is not None and b is not None else None
-            row[f"{m}_minus_{first}_se"] = _se(infl[m] - infl[first]) if kind is not None else float("nan")
+            row[f"{m}_minus_{first}_se"] = float("nan") if kind is None else diff_se(kind, xs[m], xs[first])
         table[key] = row
     return pd.DataFrame(table).T
+
+
+def _few(kind, paired: bool) -> str:
+    """Why an SE of ``compare_table`` is not given (``sweep.table``'s rules)."""
+    if kind == "mean":
+        return f"fewer than {MIN_TAIL_PATHS} paths " + ("differ" if paired else "off the most common value")
+    return f"fewer than {MIN_TAIL_PATHS} paths beyond"
+
+
+def _shown(v, se, kind, why: str | None) -> str:
+    """``value ± SE``; ``value ± n/a (why)`` where the SE is not estimated; the value alone without an SE."""
+    e = None if se is None else float(se)
+    if kind is None or v is None or float(v) != float(v):
+        return fmt(v)
+    return f"{fmt(v)} ± {fmt(e)}" if e is not None and math.isfinite(e) else f"{fmt(v)} ± n/a ({why})"
 
 
 def compare(cfg, args, progress, bar, extra) -> int:
@@ -323,13 +308,16 @@ def compare(cfg, args, progress, bar, extra) -> int:
         table = compare_table(outcomes, summaries)
         atomic_write_text(d.path / "compare.csv", table.to_csv())
     print(f"liquidation paths on the same {cfg.get('paths', 100_000):,} random paths (seed {cfg.get('seed', 0)}); "
-          f"± = one Monte Carlo standard error; '{modes[0]}→X': X minus {modes[0]} on common random numbers")
+          f"± = one Monte Carlo standard error (± n/a: fewer than {MIN_TAIL_PATHS} paths carry it, so it is not "
+          f"estimated); '{modes[0]}→X': X minus {modes[0]} on common random numbers")
+    kinds = [COMPARE[k][0] for k in table.index]
     shown = {}
     for m in modes:
-        shown[m] = [f"{fmt(v)} ± {fmt(e)}" for v, e in zip(table[m], table[f"{m}_se"], strict=True)]
+        shown[m] = [_shown(v, e, kind, missing_se(summaries[m], k) or _few(kind, False))
+                    for k, kind, v, e in zip(table.index, kinds, table[m], table[f"{m}_se"], strict=True)]
     for m in modes[1:]:
-        shown[f"{modes[0]}→{m}"] = [f"{fmt(v)} ± {fmt(e)}" for v, e in
-                                    zip(table[f"{m}_minus_{modes[0]}"], table[f"{m}_minus_{modes[0]}_se"],
+        shown[f"{modes[0]}→{m}"] = [_shown(v, e, kind, _few(kind, True)) for kind, v, e in
+                                    zip(kinds, table[f"{m}_minus_{modes[0]}"], table[f"{m}_minus_{modes[0]}_se"],
                                         strict=True)]
     import pandas as pd
 

@@ -10,9 +10,10 @@ from .. import random as R
 from ..distributed import RUN_TIMEOUT, current
 from ..errors import ConfigError
 from ..layout import positions
+from ..store import RUN_FILE, ChunkStore, StoredOutcome
 from .kernel import simulate_chunk
 from .model import RiskModel
-from .outputs import OUTPUTS, Outcome, UnitPaths, flatten, new_accumulators, reduce_chunk
+from .outputs import OUTPUTS, Outcome, UnitPaths, flatten, new_accumulators, reduce_chunk, stored_name
 from .state import initial_state
 
 MAX_PATHS = 2**53
@@ -33,6 +34,23 @@ def path_shapes(n_assets: int) -> dict:
     """Per-path ``Outcome`` fields: key -> None for (paths,), or the column count of (paths, n)."""
     return {st.key: (n_assets if st.how == "path" and o.shape == "assets" else None)
             for o in OUTPUTS for st in o.stats if st.how.startswith("path")}
+
+
+def stored_columns(asset_names) -> dict:
+    """The chunk files' layout (``store.ChunkStore``): per-path ``Outcome`` field -> its column (the key) or,
+    for a (paths, assets) field, one column per asset in ``asset_names``' order (``outputs.stored_name``:
+    ``path_log_return__BTC``). The store knows columns by name only; the names are the engine's."""
+    return {k: k if n is None else [stored_name(k, a) for a in asset_names]
+            for k, n in path_shapes(len(asset_names)).items()}
+
+
+def _chunk_columns(layout: dict, per_path: dict) -> dict:
+    """One reduced chunk's per-path values (``reduce_chunk``: key -> [array]) as the store's named columns."""
+    cols = {}
+    for k, names in layout.items():
+        v = np.asarray(per_path[k][0])
+        cols.update({names: v} if isinstance(names, str) else {c: v[:, j] for j, c in enumerate(names)})
+    return cols
 
 
 def stored_bytes_per_path(model: RiskModel) -> int:
@@ -121,10 +139,11 @@ def simulate(model: RiskModel, *, seed: int, n_paths: int, chunk_size: int | str
                    **{k: np.concatenate(v) for k, v in per_path.items()}, unit_paths=unit_paths)
 
 
-def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume, n_dev, cluster):
-    from ..store import RUN_FILE, StoredOutcome  # here, not at the top: store imports the engine
-
+def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store: ChunkStore, resume, n_dev, cluster):
     n_assets = model.prices.n_assets
+    if len(store.asset_names) != n_assets:
+        raise ValueError(f"store: {len(store.asset_names)} asset names for a model of {n_assets} assets")
+    layout = stored_columns(store.asset_names)
     if cluster.leader:  # process 0 alone starts (or checks, to resume) the store
         store.begin(chunk, resume=resume)
     cluster.barrier("store-begun")
@@ -151,7 +170,7 @@ def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume
         out = simulate_chunk(model, key, R.index_words(start), chunk, unroll=unroll, devices=n_dev)
         sums, per_path = new_accumulators(model.n_units, n_assets)
         reduce_chunk(out, n, n_assets, sums, per_path)
-        store.write(start, n, sums, {k: v[0] for k, v in per_path.items()})
+        store.write(start, n, sums, _chunk_columns(layout, per_path))
         del out, per_path
         finished += n
         if progress is not None:
@@ -169,7 +188,7 @@ def _simulate_stored(model, key, n_paths, chunk, unroll, progress, store, resume
             acc[k] += v
     return StoredOutcome(store, {"n_paths": n_paths, "n_steps": model.grid.n_steps,
                                  "cascade_on": model.cascade is not None, "unit_paths": None, **acc},
-                         path_shapes(n_assets))
+                         layout)
 
 
 def local_devices(devices=None) -> int:

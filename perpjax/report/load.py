@@ -22,9 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-
-class NotARunError(ValueError):
-    """The directory holds no perpjax output (no summary.json and manifest.json, no compare.csv)."""
+from ..errors import NotARunError as NotARunError  # defined in the leaf module; re-exported here
 
 
 @dataclass

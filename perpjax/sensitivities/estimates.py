@@ -115,9 +115,11 @@ def compare(g, d, scale: float = 1.0) -> dict:
     floored at ``SE_FLOOR x max(1, |scale|)`` per unit x (the float32 rounding of the relaxed engine's
     Jacobian), so that 1e-12 between two zeros is not a disagreement; where both estimates and their
     SEs are below that floor the row has no z and says so (``note``: ``UNRESOLVED``), as where fewer than
-    ``MIN_TAIL_PATHS`` paths move the finite difference (``FEW_PATHS``; its SE is then NaN)."""
+    ``MIN_TAIL_PATHS`` paths move the finite difference (``FEW_PATHS``; its SE is then NaN). ``fd_paths``:
+    how many paths' values change between the bumps (what the finite difference's SE rests on)."""
     moved = int(np.count_nonzero(np.asarray(d)))
-    out = {"fd": float(np.mean(d)) * STEP, "fd_se": _se(d) * STEP if moved >= MIN_TAIL_PATHS else float("nan")}
+    out = {"fd": float(np.mean(d)) * STEP, "fd_se": _se(d) * STEP if moved >= MIN_TAIL_PATHS else float("nan"),
+           "fd_paths": moved}
     if g is None:
         return {"gradient": float("nan"), "gradient_se": float("nan"), **out, "z": float("nan"), "agree": "",
                 "z_paired": float("nan")}

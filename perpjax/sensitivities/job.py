@@ -28,7 +28,7 @@ from .pathwise import AD_MODES, carry_copies, path_grads
 REVERSE_CHUNK = 1000  # paths per reverse-mode chunk (memory: each path keeps its block checkpoints)
 TEMPERATURE = 3e-4  # tau: the relaxed hazard's width, a fraction of the unit's notional (package doc)
 COLUMNS = ["parameter", "metric", "unit", "gradient", "gradient_se", "fd", "fd_se", "z", "agree", "method",
-           "value", "z_paired", "note"]
+           "value", "z_paired", "note", "fd_paths"]
 
 
 @dataclasses.dataclass

@@ -24,6 +24,12 @@ Two modes (``ad``):
 * ``reverse``: one backward pass per output through the dense relaxed engine, per path (its cost
   does not grow with the number of parameters, but each pass recomputes the checkpointed blocks;
   slower than ``forward`` for these few parameters on CPU, ``benchmarks/RESULTS.md``).
+
+One chunk of paths, jitted (``path_grads`` runs them chunk by chunk; public so that the modes can be checked
+against each other on the same paths): ``chunk_forward`` (forward mode; ``sparse=0.0`` is the dense relaxed
+engine), ``chunk_reverse`` (reverse mode) and ``chunk_values`` (the outputs alone). Each takes
+``(model, base, key, start, theta, count, tau, ...)``: the paths ``start .. start + count - 1`` of ``key``,
+``theta`` = {parameter: its offset ``x``, 0 at the config's value}.
 """
 
 from __future__ import annotations
@@ -93,9 +99,10 @@ def _jvp_basis(fun, primal: dict, dtype):
 
 
 @eqx.filter_jit
-def _chunk_forward_mode(model, base, key, start, theta, count: int, tau, sparse: float | tuple):
+def chunk_forward(model, base, key, start, theta, count: int, tau, sparse: float | tuple):
     """Forward mode, market tangents inside, venue tangents outside (module doc): the outputs
-    (count, 4) and {param: (count, 4)} Jacobian columns."""
+    (count, 4) and {param: (count, 4)} Jacobian columns. ``sparse``: the shares of the chunk run
+    compacted (``SPARSE``), 0.0 for the dense relaxed engine."""
     f = _outputs(model, base, key, tau, 0, sparse)
     th_m = {n: v for n, v in theta.items() if n in MARKET}
     th_v = {n: v for n, v in theta.items() if n not in MARKET and n not in OUTSIDE}
@@ -110,8 +117,9 @@ def _chunk_forward_mode(model, base, key, start, theta, count: int, tau, sparse:
 
 
 @eqx.filter_jit
-def _chunk_reverse(model, base, key, start, theta, count: int, tau, block_steps: int):
-    """Reverse mode on the dense relaxed engine, per path: outputs and Jacobian columns."""
+def chunk_reverse(model, base, key, start, theta, count: int, tau, block_steps: int):
+    """Reverse mode on the dense relaxed engine, per path: the outputs (count, 4) and {param: (count, 4)}
+    Jacobian columns, ``block_steps`` steps per checkpoint."""
     f = _outputs(model, base, key, tau, block_steps, 0.0)
 
     def reverse(s):  # one backward pass per output, for every parameter at once
@@ -123,7 +131,7 @@ def _chunk_reverse(model, base, key, start, theta, count: int, tau, block_steps:
 
 
 @eqx.filter_jit
-def _chunk_values(model, base, key, start, theta, count: int, tau, sparse: float | tuple):
+def chunk_values(model, base, key, start, theta, count: int, tau, sparse: float | tuple):
     """The sparse relaxed engine's outputs alone (what a gradient costs over: ``forward_only``)."""
     return _outputs(model, base, key, tau, 0, sparse)(theta, start, count)
 
@@ -145,11 +153,11 @@ def path_grads(model, base: Base, names, *, seed: int, n_paths: int, chunk: int,
     chunk = max(1, min(chunk, n_paths))
     t0 = time.perf_counter()
     if forward_only:
-        fn, args = _chunk_values, (tau, sparse)
+        fn, args = chunk_values, (tau, sparse)
     elif ad == "reverse":
-        fn, args = _chunk_reverse, (tau, block_steps)
+        fn, args = chunk_reverse, (tau, block_steps)
     else:
-        fn, args = _chunk_forward_mode, (tau, sparse)
+        fn, args = chunk_forward, (tau, sparse)
     kernel = fn.lower(model, base, key, jnp.asarray(0, jnp.uint32), theta, chunk, *args).compile()
     t1 = time.perf_counter()
     vals, jacs = [], []

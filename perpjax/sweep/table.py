@@ -21,6 +21,10 @@ Difference SEs (every set ran the same paths, so path i of set s and of set 0 sh
   ``MIN_TAIL_PATHS`` paths lie beyond the VaR in either set (as for the ES).
 
 Set 0 against itself: a difference of exactly 0, SE 0.
+
+One set's SE where summarize gives none (``metric_se``) follows the same rules on that set's values alone.
+``perpjax simulate --compare-modes`` computes its SEs here too (``set_se``, ``diff_se``), so a mode
+comparison and a sweep give the same SEs for the same per-path values.
 """
 
 from __future__ import annotations
@@ -30,14 +34,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..metrics import LEVELS, MIN_TAIL_PATHS
+from ..metrics import LEVELS, MIN_TAIL_PATHS, level_key
 
 BATCHES = 20
-
-
-def level_key(a: float) -> str:
-    """0.99 -> '99', 0.999 -> '99_9': the level in summarize's metric names."""
-    return f"{a * 100:g}".replace(".", "_")
 
 
 def _drawdown(o):
@@ -97,20 +96,42 @@ def _batch_var(x, a: float):
                      for b in np.array_split(np.asarray(x, np.float64), BATCHES)])
 
 
+def _tail_se(kind, xs: list) -> float:
+    """SE of a VaR / ES (one set: ``xs = [x]``) or of its difference (``xs = [x, x0]``, same paths): NaN below
+    ``MIN_TAIL_PATHS`` paths beyond the VaR in any of the sets, and for a VaR below one path beyond it per
+    batch (module doc)."""
+    what, a = kind
+    tail = np.zeros(xs[0].shape, bool)
+    for v in xs:
+        tail |= v > np.quantile(v, a, method="inverted_cdf")
+    if np.count_nonzero(tail) < MIN_TAIL_PATHS or (what == "var" and len(xs[0]) * (1 - a) / BATCHES < 1):
+        return float("nan")
+    each = _ru if what == "es" else _batch_var  # per-path RU values; batch VaRs
+    return _sd_mean(each(xs[0], a) - (each(xs[1], a) if len(xs) > 1 else 0.0))
+
+
+def metric_se(kind, x) -> float:
+    """SE of one set's metric from its per-path values ``x``: ``mean_se`` for a mean, else the VaR / ES rule
+    of ``diff_se`` on this set alone (Rockafellar-Uryasev values, batch VaRs)."""
+    x = np.asarray(x, np.float64)
+    return mean_se(x) if kind == "mean" else _tail_se(kind, [x])
+
+
 def diff_se(kind, x, x0) -> float:
     """SE of (metric of set s) - (metric of set 0) from their per-path values ``x``, ``x0`` (same paths)."""
     x, x0 = np.asarray(x, np.float64), np.asarray(x0, np.float64)
     if kind == "mean":
         return _sd_mean(x - x0) if np.count_nonzero(x != x0) >= MIN_TAIL_PATHS else float("nan")
-    what, a = kind
-    tail = (x > np.quantile(x, a, method="inverted_cdf")) | (x0 > np.quantile(x0, a, method="inverted_cdf"))
-    if np.count_nonzero(tail) < MIN_TAIL_PATHS:
-        return float("nan")
-    if what == "es":
-        return _sd_mean(_ru(x, a) - _ru(x0, a))
-    if len(x) * (1 - a) / BATCHES < 1:
-        return float("nan")
-    return _sd_mean(_batch_var(x, a) - _batch_var(x0, a))
+    return _tail_se(kind, [x, x0])
+
+
+def set_se(summary: dict, name: str, kind, x) -> float:
+    """One set's SE of metric ``name``: summarize's own (``NAME_se``; None, too few tail paths, is NaN) where
+    it gives one, else ``metric_se`` of the per-path values ``x``."""
+    if f"{name}_se" in summary:
+        se = summary[f"{name}_se"]
+        return float("nan") if se is None else float(se)
+    return metric_se(kind, x)
 
 
 def sweep_table(sets, summaries: list[dict], outcomes: list) -> pd.DataFrame:
@@ -123,11 +144,7 @@ def sweep_table(sets, summaries: list[dict], outcomes: list) -> pd.DataFrame:
         vals = s.values
         for name, (kind, value) in METRICS.items():
             x = value(out)
-            if f"{name}_se" in summ:  # summarize's (None: too few tail paths)
-                se = summ[f"{name}_se"]
-                se = float("nan") if se is None else float(se)
-            else:
-                se = mean_se(x)
+            se = set_se(summ, name, kind, x)
             v = float(summ[name]) + 0.0  # never -0.0
             d_se = 0.0 if s.index == 0 else diff_se(kind, x, base_vals[name])
             rows.append({"set": s.index, **{k: vals[k] for k in keys}, "metric": name, "value": v, "se": se,
