@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import perpjax
 from perpjax.cli import main
 from perpjax.config import build_model
 from perpjax.engine.trace import MAX_TRACED, check_indices, trace_paths
@@ -25,7 +26,7 @@ def run(tmp_path_factory):
     manifest = json.loads((out / "manifest.json").read_text())
     table = pd.read_parquet(out / "paths").sort_values("path").reset_index(drop=True)
     model, labels, resolved = build_model({k: v for k, v in manifest["config"].items() if k not in DERIVED_KEYS})
-    picks = [i for i, _ in pick_paths(table, 4)]
+    picks = [i for i, _ in pick_paths(perpjax.load(out).paths, 4)]  # the public table picks, by path index
     traces = trace_paths(model, seed=manifest["seed"], indices=picks, asset_names=resolved["asset_names"],
                          unit_names=list(labels.unit))
     return table, traces, resolved, labels

@@ -25,7 +25,7 @@ from .. import random as R
 from ..layout import positions
 from .kernel import simulate_path
 from .model import RiskModel
-from .outputs import PathOutcome, new_accumulators, reduce_chunk
+from .outputs import PathOutcome, new_accumulators, reduce_chunk, stored_name
 from .state import State, initial_state
 from .step import step
 
@@ -86,7 +86,8 @@ class PathTrace:
 
     ``seconds``: (T + 1,) time of each record (0 = the start); ``index``, ``mark``, ``price``: (T + 1,
     assets) USD; ``events``: one row per position closed by a liquidation (``liquidation_events``);
-    ``row``: the path's per-path table values (column -> value, as in ``RUN/paths/``); ``final``: the
+    ``row``: the path's values in the run's chunk files (``RUN/paths/``, column names by
+    ``outputs.stored_name``; ``perpjax.load(RUN).paths`` gives the public table); ``final``: the
     last step's record (running sums per unit)."""
 
     path: int
@@ -136,9 +137,9 @@ def trace_paths(model: RiskModel, *, seed: int, indices, asset_names, unit_names
         for key, v in per_path.items():
             v = v[0][k]
             if np.ndim(v) == 0:
-                row[key] = v.item()
+                row[stored_name(key)] = v.item()
             else:
-                row.update({f"{key}__{a}": x.item() for a, x in zip(asset_names, v, strict=True)})
+                row.update({stored_name(key, a): x.item() for a, x in zip(asset_names, v, strict=True)})
         traces.append(PathTrace(
             path=i, seconds=np.arange(full.index.shape[0]) * dt, asset_names=list(asset_names), index=full.index,
             mark=full.mark, price=full.price,
