@@ -13,25 +13,28 @@ SCRIPT = textwrap.dedent("""
     from perpjax.engine import simulate
     assert jax.local_device_count() == 4, jax.devices()
     BUFFER = ["liquidation.mode=buffer", "liquidation.adl=true", "liquidation.fairness=true"]
-    for dtype in ("float64", "float32"):
-        for extra in ([], BUFFER):
-            model = build_model(load_config(None, ["time.horizon_seconds=3600", f"dtype={dtype}", *extra]))[0]
-            one = simulate(model, seed=3, n_paths=1000, chunk_size=500, devices=1)
-            four = simulate(model, seed=3, n_paths=1000, chunk_size=500, devices=4)
-            odd = simulate(model, seed=3, n_paths=1000, chunk_size=333, devices=4)  # rounded up to 336
-            # Not bit for bit: a device's batch is a quarter of the chunk, and XLA:CPU blocks the
-            # (paths x positions) @ (positions x units) sums of a step differently for another batch
-            # size, so a per-unit sum of several positions may round differently (seen: 1 ulp in
-            # float64 in buffer mode). Agreement to the dtype's rounding is what is asserted.
-            rtol = 1e-13 if dtype == "float64" else 1e-6
-            for name in one._fields:
-                a = getattr(one, name)
-                if isinstance(a, np.ndarray):
-                    np.testing.assert_allclose(a, getattr(four, name), rtol=rtol, atol=0, err_msg=name)
+    # Seven compiles, not twelve (the suite's time): float64 in both modes, float32 in full mode, and the
+    # odd chunk once, in float64 buffer mode (where a 1-ulp difference was seen).
+    for dtype, extra, with_odd in (("float64", [], False), ("float64", BUFFER, True), ("float32", [], False)):
+        model = build_model(load_config(None, ["time.horizon_seconds=3600", f"dtype={dtype}", *extra]))[0]
+        one = simulate(model, seed=3, n_paths=1000, chunk_size=500, devices=1)
+        four = simulate(model, seed=3, n_paths=1000, chunk_size=500, devices=4)
+        # rounded up to 336
+        odd = simulate(model, seed=3, n_paths=1000, chunk_size=333, devices=4) if with_odd else None
+        # Not bit for bit: a device's batch is a quarter of the chunk, and XLA:CPU blocks the
+        # (paths x positions) @ (positions x units) sums of a step differently for another batch
+        # size, so a per-unit sum of several positions may round differently (seen: 1 ulp in
+        # float64 in buffer mode). Agreement to the dtype's rounding is what is asserted.
+        rtol = 1e-13 if dtype == "float64" else 1e-6
+        for name in one._fields:
+            a = getattr(one, name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_allclose(a, getattr(four, name), rtol=rtol, atol=0, err_msg=name)
+                if odd is not None:
                     # float64 sums over other chunk groupings: the rounding of another summation order
                     tol = rtol if name.startswith("path_") else max(rtol, 1e-12)
                     np.testing.assert_allclose(a, getattr(odd, name), rtol=tol, atol=0, err_msg=name)
-            assert one.liq_count.sum() > 0
+        assert one.liq_count.sum() > 0
     print("SAME")
 """)
 
