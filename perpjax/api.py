@@ -11,7 +11,7 @@ import pandas as pd
 from .config import build_model, load_config
 from .engine import Outcome, simulate
 from .errors import ConfigError
-from .io import atomic_write_json, atomic_write_text, manifest
+from .io import atomic_write_json, atomic_write_text, config_fingerprint, manifest
 from .metrics import by_tier, summarize
 
 
@@ -36,15 +36,6 @@ class Result:
         atomic_write_text(d / "tiers.csv", by_tier(self.accounts).to_csv(index=False))
         atomic_write_json(d / "summary.json", self.summary)
         atomic_write_json(d / "manifest.json", self.manifest)
-
-
-def config_fingerprint(resolved: dict) -> str:
-    """sha256 of the resolved config without seed and paths (those are checked on their own)."""
-    import hashlib
-    import json
-
-    body = {k: v for k, v in resolved.items() if k not in ("seed", "paths")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def resolve(config=None, *, overrides=(), paths=None, seed=None) -> dict:

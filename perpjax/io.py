@@ -109,6 +109,18 @@ def data_files(cfg: dict) -> list[str]:
     return sorted(set(found))
 
 
+def config_fingerprint(resolved: dict) -> str:
+    """sha256 of the resolved config without seed and paths (those are checked on their own), and of the
+    contents of every data file it reads (``io.data_files``: a book file edited between a killed run and
+    ``--resume`` must not mix chunks of two books)."""
+    import hashlib
+    import json
+
+    body = {k: v for k, v in resolved.items() if k not in ("seed", "paths")}
+    body["__data_files__"] = {f: sha256_file(f) for f in data_files(resolved)}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def git_commit() -> str | None:
     """The commit of the checkout perpjax is imported from (``+dirty`` if it has changes), or None."""
     import subprocess

@@ -38,6 +38,7 @@ compares and prints the tier and the largest deviation relative to its bound for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -115,9 +116,6 @@ CASES = {
 NEEDS_DATA = {"replay_2022_11_08", "fit"}
 
 
-NEEDS_DATA = {"replay_2022_11_08", "fit"}
-
-
 def provenance() -> dict:
     """What decides the compiled instructions: the CPU model and the jax, jaxlib and numpy versions."""
     import jax
@@ -128,13 +126,16 @@ def provenance() -> dict:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             k, _, v = line.partition(":")
             k = k.strip()
-            if k in ("vendor_id", "cpu family", "model", "model name", "stepping") and k not in cpu:
+            if k in ("vendor_id", "cpu family", "model", "model name", "stepping", "flags") and k not in cpu:
                 cpu[k] = v.strip()
     except OSError:
         pass
     name = " / ".join(cpu[k] for k in ("vendor_id", "model name", "cpu family", "model", "stepping") if k in cpu)
-    return {"cpu": name or platform.processor() or platform.machine(), "machine": platform.machine(),
-            "jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__}
+    # a VM may expose another instruction set under the same model name: XLA compiles for what it sees
+    flags = hashlib.sha256(" ".join(sorted(cpu.get("flags", "").split())).encode()).hexdigest()[:16]
+    return {"cpu": name or platform.processor() or platform.machine(), "cpu_flags_sha256": flags,
+            "machine": platform.machine(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "numpy": np.__version__}
 
 
 def _frame_arrays(df):
@@ -257,6 +258,7 @@ def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
     bad = []
     got = json.loads(json.dumps(res["summary"], sort_keys=True, default=str))
     want_leaves, got_leaves = dict(_leaves(stored["summary"])), dict(_leaves(got))
+    bound = Bound(stored["tolerance"], stored["arrays"])
     for k in sorted(set(want_leaves) | set(got_leaves)):
         if k not in got_leaves or k not in want_leaves:
             bad.append((math.inf, f"summary {k}: {'missing now' if k not in got_leaves else 'not stored'}"))
@@ -266,7 +268,6 @@ def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
             if not (w == g or (_is_float(w) and _is_float(g) and _same_float(w, g))):
                 bad.append((math.inf, f"summary {k}: stored {w!r} != now {g!r}"))
             continue
-        bound = Bound(stored["tolerance"], stored["arrays"])
         w, g = _to_float(w), _to_float(g)
         if _same_float(w, g):
             continue
@@ -278,7 +279,6 @@ def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
     now = _arrays(res)
     if sorted(now) != sorted(stored["arrays"]):
         bad.append((math.inf, f"columns differ: stored {sorted(stored['arrays'])}, now {sorted(now)}"))
-    bound = Bound(stored["tolerance"], stored["arrays"])
     for k in sorted(set(now) & set(stored["arrays"])):
         w, g = stored["arrays"][k], now[k]
         if w.shape != g.shape:

@@ -6,13 +6,15 @@ import numpy as np
 import pandas as pd
 
 from ..engine.outputs import account_columns
-from .tails import wilson
+from .tails import MIN_TAIL_PATHS, wilson
 
 
 def account_table(out, model, labels, cfg) -> pd.DataFrame:
     """One row per margin unit: P(liquidation) with its 95 % Wilson interval, the mean time to the first
     liquidation over the paths that liquidate it (NaN where none), every ``Stat`` with an ``account``
-    column (``engine.outputs``), the mark-lag artefact share, and the unit's dominant tier at entry."""
+    column (``engine.outputs``), the mark-lag artefact share, and the unit's dominant tier at entry.
+    ``expected_bad_debt_se`` is NaN where fewer than ``MIN_TAIL_PATHS`` paths liquidate the unit or none
+    gives it bad debt."""
     n = out.n_paths
     lo, hi = wilson(out.liq_count, n)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -27,6 +29,11 @@ def account_table(out, model, labels, cfg) -> pd.DataFrame:
         "mark_lag_artefact_share": np.where(out.liq_events_sum > 0, out.artefacts_sum / np.maximum(
             out.liq_events_sum, 1), 0.0),
     })
+    # Bad debt needs a liquidation: below MIN_TAIL_PATHS liquidated paths (or with no bad debt at all)
+    # fewer than that many paths carry the unit's bad debt, and its SE is not estimated (NaN), as in the
+    # summary (``tails.mean_se``).
+    few = (out.liq_count < MIN_TAIL_PATHS) | (accounts["expected_bad_debt"].to_numpy() == 0)
+    accounts["expected_bad_debt_se"] = np.where(few, np.nan, accounts["expected_bad_debt_se"].to_numpy())
     accounts.insert(3, "tier", dominant_tier(model, cfg["asset_names"]))
     return accounts
 

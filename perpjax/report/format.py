@@ -11,7 +11,12 @@ import html
 import math
 from collections.abc import Callable
 
-from ..metrics.tails import missing_se
+from ..metrics.tails import MIN_TAIL_PATHS, missing_se
+
+FEW = f"fewer than {MIN_TAIL_PATHS} paths carry it"
+"""Why a table's SE is n/a (``metrics.tails.MIN_TAIL_PATHS``)."""
+FEW_DIFF = f"fewer than {MIN_TAIL_PATHS} paths differ"
+"""Why a paired difference's SE is n/a."""
 
 # units of per-unit / per-tier columns, by name (exact first, then pattern)
 _COLUMN_UNITS = {

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import NotARunError as NotARunError  # defined in the leaf module; re-exported here
+from ..io import config_fingerprint
 
 
 @dataclass
@@ -67,11 +68,10 @@ class Run:
     @property
     def model_sha256(self) -> str | None:
         """sha256 of the config without seed and paths: the fingerprint checkpoints and ``paths/_run.json``
-        carry (``perpjax.api.config_fingerprint``)."""
+        carry (``perpjax.io.config_fingerprint``: with the contents of the data files the config reads)."""
         if not self.config:
             return None
-        body = {k: v for k, v in self.config.items() if k not in ("seed", "paths")}
-        return config_sha256(body)
+        return config_fingerprint(self.config)
 
     def __repr__(self) -> str:
         parts = [f"{self.kind} {self.dir}"]

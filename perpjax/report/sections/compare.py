@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import figures
-from ..format import column_unit, esc, fmt, fmt_pm, img, num, table
+from ..format import FEW, FEW_DIFF, column_unit, esc, fmt, fmt_pm, img, num, table
 from ..load import Run
 from .book import MAX_UNITS
 
@@ -17,10 +17,10 @@ def section(run: Run) -> str:
     for key, r in t.iterrows():
         u = column_unit(str(key))
         row = [esc(str(key).replace("_", " ")), esc(u)]
-        row += [fmt_pm(r.get(m), r.get(f"{m}_se"), u) for m in modes]
+        row += [fmt_pm(r.get(m), r.get(f"{m}_se"), u, FEW) for m in modes]
         for m in modes[1:]:
             d, e = num(r.get(f"{m}_minus_{first}")), num(r.get(f"{m}_minus_{first}_se"))
-            cell = fmt_pm(d, e, u)
+            cell = fmt_pm(d, e, u, FEW_DIFF)
             if d is not None and e is not None and e > 0 and abs(d) > 2 * e:
                 cell = f"<b>{cell}</b>"
             row.append(cell)

@@ -18,6 +18,15 @@ from ..format import esc, fmt, fmt_pm, img, num, table
 from ..load import Run
 
 
+def _why(se, reason: str) -> str | None:
+    """The reason an SE is n/a, only where it is (``fmt_pm`` shows the SE otherwise)."""
+    return reason if num(se) is None else None
+
+
+def _fd_reason(r) -> str:
+    k = num(getattr(r, "fd_paths", None))
+    return "too few paths" if k is None else f"{int(k):,} path{'' if int(k) == 1 else 's'} move it"
+
 def bumps(manifest: dict) -> tuple[dict, float | None]:
     """(per-parameter bumps, one bump for all) from the first manifest entry (top level or one level down)
     whose key contains 'bump'."""
@@ -110,8 +119,10 @@ def section(run: Run) -> str:
         elif str(r.method).startswith("path") and num(r.z) is None:
             flag = ("<span class='words'>below resolution</span>" if str(getattr(r, "note", "")).startswith("below")
                     else "<span class='words'>too few paths</span>")
-        row = [_breakable(r.metric), _breakable(r.parameter), esc(r.unit), fmt_pm(r.gradient, r.gradient_se),
-               fmt_pm(r.fd, r.fd_se), fmt(r.z, digits=2), flag, f"<span class='words'>{esc(r.method)}</span>"]
+        row = [_breakable(r.metric), _breakable(r.parameter), esc(r.unit),
+               fmt_pm(r.gradient, r.gradient_se, "", _why(r.gradient_se, "too few paths")),
+               fmt_pm(r.fd, r.fd_se, "", _why(r.fd_se, _fd_reason(r))), fmt(r.z, digits=2), flag,
+               f"<span class='words'>{esc(r.method)}</span>"]
         if notes:
             note = getattr(r, "note", "")
             row.append(f"<div class='text'>{esc(note)}</div>" if isinstance(note, str) and note else "")
@@ -120,6 +131,7 @@ def section(run: Run) -> str:
         ["metric", "parameter", "unit", "pathwise gradient<span class='u'>± 1 SE</span>",
          "finite difference<span class='u'>± 1 SE</span>", "z<span class='u'>SE</span>", "agreement", "method"]
         + (["note"] if notes else []),
-        rows, left=3, caption="Pathwise gradients beside the hard engine's finite differences") + "</div>")
+        rows, cls="stack", left=3, caption="Pathwise gradients beside the hard engine's finite differences")
+        + "</div>")
     out.append("</section>")
     return "".join(out)

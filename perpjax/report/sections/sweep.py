@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...metrics.tails import MIN_TAIL_PATHS
 from .. import figures
-from ..format import column_unit, esc, fmt, fmt_pm, img, num, table
+from ..format import FEW, FEW_DIFF, column_unit, esc, fmt, fmt_pm, img, num, table
 from ..load import TIDY, Run
 
 MOST_METRICS_TABLE = 8  # metrics tabulated (all are plotted); all are in sweep.csv
@@ -59,10 +59,10 @@ def moved(t: pd.DataFrame) -> list:
 
 
 def _cell(r, u: str) -> str:
-    cell = fmt_pm(r["value"], r["se"], u)
+    cell = fmt_pm(r["value"], r["se"], u, FEW)
     d, e = num(r["diff_vs_base"]), num(r["diff_se"])
     if d is not None and r["set"] != 0:
-        diff = fmt_pm(d, e, u)
+        diff = fmt_pm(d, e, u, FEW_DIFF)
         if e is not None and e > 0 and abs(d) > 1.96 * e:
             diff = f"<b>{diff}</b>"
         cell += f"<span class='pm'>Δ {diff}</span>"
