@@ -224,7 +224,6 @@ class Bound:
             scale = abs(want)
         return self.gamma2 * scale + self.xatol * max(1.0, abs(want))
 
-
     def column_allowed(self, key: str, arrays: dict):
         """The allowance for every row of the stored float column ``key`` (a scalar or one per row).
         A per-account share of liquidation events (``*_share``) may also move by one event of that
@@ -252,10 +251,10 @@ def _to_float(v):
     return float(v)
 
 
-def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
-    """Every difference between a stored case and a new result that its tier does not allow,
-    worst first, as readable lines; empty when the result reproduces the stored one."""
-    bad = []
+def _check(stored: dict, res: dict, exact: bool) -> tuple[list[str], float]:
+    """(every difference its tier does not allow, worst first, as readable lines; the largest
+    |now - stored| / allowed over the case's floats, 0 when equal)."""
+    bad, worst = [], 0.0
     got = json.loads(json.dumps(res["summary"], sort_keys=True, default=str))
     want_leaves, got_leaves = dict(_leaves(stored["summary"])), dict(_leaves(got))
     bound = Bound(stored["tolerance"], stored["arrays"])
@@ -273,9 +272,10 @@ def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
             continue
         lim = bound.allowed(k, w)
         d = abs(g - w)
+        ratio = d / lim if lim > 0 else math.inf
+        worst = max(worst, ratio)
         if not d <= lim:
-            bad.append((d / lim if lim > 0 else math.inf, f"summary {k}: stored {w!r}, now {g!r}, "
-                                                          f"|diff| {d:.3g} > allowed {lim:.3g}"))
+            bad.append((ratio, f"summary {k}: stored {w!r}, now {g!r}, |diff| {d:.3g} > allowed {lim:.3g}"))
     now = _arrays(res)
     if sorted(now) != sorted(stored["arrays"]):
         bad.append((math.inf, f"columns differ: stored {sorted(stored['arrays'])}, now {sorted(now)}"))
@@ -294,19 +294,27 @@ def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
                 bad.append((math.inf, f"{k}: {int(diff.sum())} of {diff.size} differ (first at row {i}: "
                                       f"stored {w[i]!r}, now {g[i]!r})"))
             continue
-        lim = bound.column_allowed(k, stored["arrays"])
         nan_mismatch = np.isnan(w) != np.isnan(g)
         with np.errstate(invalid="ignore"):
             d = np.where(np.isnan(w) | np.isnan(g), 0.0, np.abs(g.astype(float) - w.astype(float)))
+        lim = np.broadcast_to(bound.column_allowed(k, stored["arrays"]), d.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(nan_mismatch, np.inf, np.where(d > 0, d / lim, 0.0))
+        if ratio.size:
+            worst = max(worst, float(ratio.max()))
         over = (d > lim) | nan_mismatch
         if over.any():
-            lim = np.broadcast_to(lim, d.shape)
-            ratio = np.where(nan_mismatch, np.inf, d / np.where(lim > 0, lim, np.nan))
-            i = int(np.nanargmax(np.where(np.isnan(ratio), np.inf, ratio)))
-            bad.append((float(ratio[i]) if np.isfinite(ratio[i]) else math.inf,
-                        f"{k}: {int(over.sum())} of {over.size} rows beyond the bound (worst row {i}: stored "
-                        f"{w[i]!r}, now {g[i]!r}, |diff| {d[i]:.3g} > allowed {lim[i]:.3g})"))
-    return [line for _, line in sorted(bad, key=lambda t: -t[0])]
+            i = int(np.argmax(ratio))
+            bad.append((float(ratio[i]), f"{k}: {int(over.sum())} of {over.size} rows beyond the bound (worst row "
+                                         f"{i}: stored {w[i]!r}, now {g[i]!r}, |diff| {d[i]:.3g} > allowed "
+                                         f"{lim[i]:.3g})"))
+    return [line for _, line in sorted(bad, key=lambda t: -t[0])], worst
+
+
+def deviations(stored: dict, res: dict, exact: bool) -> list[str]:
+    """Every difference between a stored case and a new result that its tier does not allow,
+    worst first, as readable lines; empty when the result reproduces the stored one."""
+    return _check(stored, res, exact)[0]
 
 
 def same_machine(stored: dict) -> bool:
@@ -316,23 +324,7 @@ def same_machine(stored: dict) -> bool:
 def worst_ratio(stored: dict, res: dict) -> float:
     """The largest |now - stored| / allowed over every float of the case (0 when equal): how close the
     rounding tier came to failing."""
-    bound = Bound(stored["tolerance"], stored["arrays"])
-    worst = 0.0
-    got = dict(_leaves(json.loads(json.dumps(res["summary"], sort_keys=True, default=str))))
-    for k, w in _leaves(stored["summary"]):
-        g = got.get(k)
-        if _is_float(w) and _is_float(g) and not _same_float(w, g):
-            worst = max(worst, abs(g - w) / bound.allowed(k, w))
-    now = _arrays(res)
-    for k, w in stored["arrays"].items():
-        g = now.get(k)
-        if g is not None and w.dtype.kind == "f" and g.shape == w.shape:
-            lim = bound.column_allowed(k, stored["arrays"])
-            d = np.abs(np.nan_to_num(g.astype(float)) - np.nan_to_num(w.astype(float)))
-            lim = np.broadcast_to(lim, d.shape)
-            if d.size and (d > 0).any():
-                worst = max(worst, float(np.max(np.where(d > 0, d / np.where(lim > 0, lim, np.inf), 0.0))))
-    return worst
+    return _check(stored, res, False)[1]
 
 
 def compare(name, res, *, tier: str = "auto", stored: dict | None = None) -> str:
