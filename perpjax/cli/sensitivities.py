@@ -87,14 +87,6 @@ def _pm(v, e, why: str | None) -> str:
     return f"{v:.4g} ± n/a ({why})" if why else f"{v:.4g} ± n/a"
 
 
-def _moved(k) -> str | None:
-    """Why a finite difference has no SE: the paths whose value changes between the bumps (``fd_paths``)."""
-    if k is None or k != k:
-        return None
-    k = int(k)
-    return f"{k:,} path{'' if k == 1 else 's'} move it"
-
-
 def format_table(table, extra: dict) -> str:
     """The printed table: gradient +- SE beside FD +- SE, z and the flag, per (metric, parameter). An SE that
     is not estimated is "n/a" with the reason: a finite difference moved by fewer than ``MIN_TAIL_PATHS``
@@ -102,11 +94,12 @@ def format_table(table, extra: dict) -> str:
     import math
 
     from ..metrics import MIN_TAIL_PATHS
+    from ..sensitivities.estimates import moved_reason
 
     moved = table["fd_paths"] if "fd_paths" in table else [None] * len(table)
     few = "1 path" if extra.get("paths") == 1 else None
     shown = table.assign(pathwise=[_pm(v, e, few) for v, e in zip(table.gradient, table.gradient_se, strict=True)],
-                         finite_difference=[_pm(v, e, _moved(k)) for v, e, k in
+                         finite_difference=[_pm(v, e, moved_reason(k)) for v, e, k in
                                             zip(table.fd, table.fd_se, moved, strict=True)],
                          z=[f"{z:+.2f}" if math.isfinite(z) else ("n/a" if z != z else str(z)) for z in table.z],
                          flag=["" if a == "" else ("ok" if a else "DISAGREE") for a in table.agree])

@@ -47,6 +47,15 @@ ES_LEVEL = 0.99
 FUND_TEMPERATURE = 0.05  # tau_F: the depletion proxy's sigmoid width, a fraction of the fund
 
 
+def moved_reason(k) -> str | None:
+    """Why a finite difference has no SE, for ``± n/a (...)``: the paths whose value changes between the
+    bumps (``fd_paths``), or None when that count is unknown."""
+    if k is None or k != k:
+        return None
+    k = int(k)
+    return f"{k:,} path{'' if k == 1 else 's'} move it"
+
+
 UNRESOLVED = "below resolution: neither estimate moves beyond the float32 floor on these paths (no z)"
 ZERO_BY_CONSTRUCTION = "zero by construction"
 FEW_PATHS = "the finite difference rests on {k} path(s) whose value changes between the bumps: no SE, no z"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...sensitivities.estimates import ZERO_BY_CONSTRUCTION
+from ...sensitivities.estimates import ZERO_BY_CONSTRUCTION, moved_reason
 from .. import figures
 from ..format import esc, fmt, fmt_pm, img, num, table
 from ..load import Run
@@ -22,10 +22,6 @@ def _why(se, reason: str) -> str | None:
     """The reason an SE is n/a, only where it is (``fmt_pm`` shows the SE otherwise)."""
     return reason if num(se) is None else None
 
-
-def _fd_reason(r) -> str:
-    k = num(getattr(r, "fd_paths", None))
-    return "too few paths" if k is None else f"{int(k):,} path{'' if int(k) == 1 else 's'} move it"
 
 def bumps(manifest: dict) -> tuple[dict, float | None]:
     """(per-parameter bumps, one bump for all) from the first manifest entry (top level or one level down)
@@ -121,7 +117,8 @@ def section(run: Run) -> str:
                     else "<span class='words'>too few paths</span>")
         row = [_breakable(r.metric), _breakable(r.parameter), esc(r.unit),
                fmt_pm(r.gradient, r.gradient_se, "", _why(r.gradient_se, "too few paths")),
-               fmt_pm(r.fd, r.fd_se, "", _why(r.fd_se, _fd_reason(r))), fmt(r.z, digits=2), flag,
+               fmt_pm(r.fd, r.fd_se, "", _why(r.fd_se, moved_reason(getattr(r, "fd_paths", None)) or "too few paths")),
+               fmt(r.z, digits=2), flag,
                f"<span class='words'>{esc(r.method)}</span>"]
         if notes:
             note = getattr(r, "note", "")
