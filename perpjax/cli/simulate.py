@@ -7,7 +7,7 @@ import math
 import sys
 
 from ..metrics import MIN_TAIL_PATHS, missing_se
-from ..report.format import pm_suffix
+from ..report.format import FEW_DIFF, pm_suffix
 from ..sweep.table import METRICS, diff_se, set_se
 from .common import add_config_args, load
 from .report import html_report
@@ -264,7 +264,7 @@ def compare_table(outcomes: dict, summaries: dict):
 def _few(kind, paired: bool) -> str:
     """Why an SE of ``compare_table`` is not given (``sweep.table``'s rules)."""
     if kind == "mean":
-        return f"fewer than {MIN_TAIL_PATHS} paths " + ("differ" if paired else "off the most common value")
+        return FEW_DIFF if paired else f"fewer than {MIN_TAIL_PATHS} paths off the most common value"
     return f"fewer than {MIN_TAIL_PATHS} paths beyond"
 
 

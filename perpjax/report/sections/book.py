@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ...metrics.tails import MIN_TAIL_PATHS
 from .. import figures
-from ..format import column_unit, esc, fmt, fmt_pm, img, num, table
+from ..format import FEW, column_unit, esc, fmt, fmt_pm, img, num, table
 from ..load import Run
 
 MAX_UNITS = 40  # margin units drawn and tabulated (the most likely to be liquidated); all are in accounts.csv
@@ -71,7 +70,7 @@ def section(run: Run) -> str:
                     lo, hi = fmt(r["p_liquidation_lo95"], "probability"), fmt(r["p_liquidation_hi95"], "probability")
                     row.append(f"{fmt(r[c], 'probability')} <span class='pm'>[{lo}, {hi}]</span>")
                 elif c in ("expected_loss", "expected_bad_debt") and f"{c}_se" in a.columns:
-                    row.append(fmt_pm(r[c], r[f"{c}_se"], "USD", f"fewer than {MIN_TAIL_PATHS} paths carry it"))
+                    row.append(fmt_pm(r[c], r[f"{c}_se"], "USD", FEW))
                 elif pd.api.types.is_numeric_dtype(a[c]):
                     row.append(fmt(r[c], column_unit(c)))
                 else:  # an isolated unit "account:ASSET" may break after its colon
